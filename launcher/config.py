@@ -1,0 +1,106 @@
+"""Where things live and how settings resolve: flag > environment variable > config file > default.
+
+Everything is resolved here, in one place. The home folder is `LAUNCHER_HOME` if set, else the
+user's data directory (platformdirs). The config file is `<home>/config.toml`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from launcher.errors import LauncherError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+def home() -> Path:
+    """The launcher's own folder: index, models, config, run files."""
+    env = os.environ.get("LAUNCHER_HOME")
+    if env:
+        return Path(env).expanduser()
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("launcher", appauthor=False))
+
+
+def models_dir() -> Path:
+    """Where `launcher models pull` puts GGUF files."""
+    return home() / "models"
+
+
+def default_index_dir() -> Path:
+    """The index used when --index-dir is not given."""
+    return home() / "index"
+
+
+def bundled_models_dir() -> Path:
+    """The `models/` folder shipped with the source tree (the offline text model)."""
+    return Path(__file__).resolve().parent.parent / "models"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting: its environment variable, config-file key, default and type."""
+
+    env: str
+    key: str
+    default: Any
+    type: type
+
+
+SETTINGS: dict[str, Setting] = {
+    "model": Setting("LAUNCHER_MODEL", "model", None, str),
+    "mmproj": Setting("LAUNCHER_MMPROJ", "mmproj", None, str),
+    "index_dir": Setting("LAUNCHER_INDEX_DIR", "index_dir", None, str),
+    "dims": Setting("LAUNCHER_DIMS", "dims", None, int),
+    "threads": Setting("LAUNCHER_THREADS", "threads", None, int),
+    "gpu_layers": Setting("LAUNCHER_GPU_LAYERS", "gpu_layers", 0, int),
+    "ctx": Setting("LAUNCHER_CTX", "ctx", 4096, int),
+    "batch": Setting("LAUNCHER_BATCH", "batch", 1024, int),
+    "image_max_tokens": Setting("LAUNCHER_IMAGE_MAX_TOKENS", "image_max_tokens", 1800, int),
+    "query_instruction": Setting("LAUNCHER_QUERY_INSTRUCTION", "query_instruction", None, str),
+    "document_instruction": Setting("LAUNCHER_DOCUMENT_INSTRUCTION", "document_instruction", None, str),
+    "storage": Setting("LAUNCHER_STORAGE", "storage", "float16", str),
+    "min_score": Setting("LAUNCHER_MIN_SCORE", "min_score", None, float),
+}
+
+
+def config_file() -> Path:
+    """The TOML config file (optional)."""
+    return home() / "config.toml"
+
+
+def _load_file() -> dict[str, Any]:
+    path = config_file()
+    if not path.is_file():
+        return {}
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise LauncherError(f"cannot read config file {path}: {exc}") from None
+
+
+def resolve(name: str, flag: Any = None) -> Any:
+    """The value of setting `name`: the flag if given, else env, else config file, else default."""
+    setting = SETTINGS[name]
+    if flag is not None:
+        return flag
+    raw: Any = os.environ.get(setting.env)
+    source = f"environment variable {setting.env}"
+    if raw is None or raw == "":
+        raw = _load_file().get(setting.key)
+        source = f"{config_file()} key {setting.key!r}"
+    if raw is None:
+        return setting.default
+    try:
+        return setting.type(raw)
+    except (TypeError, ValueError):
+        raise LauncherError(f"bad value {raw!r} for {source}: expected {setting.type.__name__}") from None

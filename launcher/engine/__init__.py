@@ -1,0 +1,36 @@
+"""Stage 4, embed: inputs (texts, images, both) become unit vectors.
+
+Everything llama.cpp lives in `launcher.engine.llama`; the rest of the package sees only the
+`Embedder` interface and `load_embedder`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from launcher.engine.base import EmbedInput, Embedder, l2_normalize, truncate_dims
+from launcher.engine.prompt import DEFAULT_INSTRUCTION, DOCUMENT_INSTRUCTION, QUERY_INSTRUCTION
+
+if TYPE_CHECKING:
+    from launcher.engine.llama import LlamaOptions
+
+__all__ = [
+    "DEFAULT_INSTRUCTION",
+    "DOCUMENT_INSTRUCTION",
+    "QUERY_INSTRUCTION",
+    "EmbedInput",
+    "Embedder",
+    "l2_normalize",
+    "load_embedder",
+    "truncate_dims",
+]
+
+
+def load_embedder(
+    model: str | Path, mmproj: str | Path | None = None, options: LlamaOptions | None = None
+) -> Embedder:
+    """Load a GGUF embedding model (plus its mmproj for images) through llama.cpp."""
+    from launcher.engine.llama import LlamaEmbedder
+
+    return LlamaEmbedder(model, mmproj, options)

@@ -1,0 +1,111 @@
+"""The embedder interface: one method to implement, batching and Matryoshka written once here."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from launcher.errors import InputError
+from launcher.records import Matrix, Vector
+
+ImageSource = Any  # PIL.Image.Image | str | Path; kept loose so records need not import PIL
+
+
+@dataclass
+class EmbedInput:
+    """One input to embed: any number of texts and images, embedded together as one vector."""
+
+    texts: list[str] = field(default_factory=list)
+    images: list[ImageSource] = field(default_factory=list)
+    instruction: str | None = None
+
+    @property
+    def has_images(self) -> bool:
+        """True when the input needs the vision encoder."""
+        return bool(self.images)
+
+
+def truncate_dims(vectors: Matrix, dims: int | None) -> Matrix:
+    """Matryoshka truncation to the first `dims` components, renormalised to unit length."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if dims is None or dims >= vectors.shape[-1]:
+        return l2_normalize(vectors)
+    if dims < 1:
+        raise InputError(f"--dims must be at least 1, got {dims}")
+    return l2_normalize(vectors[..., :dims])
+
+
+def l2_normalize(vectors: Matrix) -> Matrix:
+    """Unit-length rows (a zero row stays zero)."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+    return np.divide(vectors, norms, out=np.zeros_like(vectors), where=norms > 0)
+
+
+class Embedder(ABC):
+    """Turns inputs into unit vectors. Subclasses implement `embed_batch` and set the flags."""
+
+    name: str = "embedder"
+    dims: int = 0  # native dimensionality
+    supports_images: bool = False
+    max_tokens: int = 0  # longest input accepted, in tokens
+    batch_size: int = 16  # inputs handed to embed_batch at once
+
+    @abstractmethod
+    def embed_batch(self, inputs: Sequence[EmbedInput]) -> Matrix:
+        """Embed a batch; one unit-length float32 row per input, in order."""
+
+    def embed(self, inputs: Iterable[EmbedInput], *, dims: int | None = None) -> Matrix:
+        """Embed any number of inputs in batches, truncated to `dims` if given."""
+        rows = [block for block in self.iter_embed(inputs, dims=dims)]
+        if not rows:
+            return np.zeros((0, dims or self.dims), dtype=np.float32)
+        return np.concatenate(rows, axis=0)
+
+    def iter_embed(self, inputs: Iterable[EmbedInput], *, dims: int | None = None) -> Iterator[Matrix]:
+        """Stream embeddings batch by batch (keeps memory flat for long runs)."""
+        batch: list[EmbedInput] = []
+        for item in inputs:
+            if item.has_images and not self.supports_images:
+                raise InputError(
+                    f"model {self.name} cannot embed images: use a Qwen3-VL-Embedding model with its "
+                    "mmproj (--mmproj), see `launcher models list`"
+                )
+            batch.append(item)
+            if len(batch) >= self.batch_size:
+                yield truncate_dims(self.embed_batch(batch), dims)
+                batch = []
+        if batch:
+            yield truncate_dims(self.embed_batch(batch), dims)
+
+    def embed_one(self, item: EmbedInput, *, dims: int | None = None) -> Vector:
+        """Embed a single input."""
+        return self.embed([item], dims=dims)[0]
+
+    def embed_text(self, text: str, *, instruction: str | None = None, dims: int | None = None) -> Vector:
+        """Embed one text."""
+        return self.embed_one(EmbedInput(texts=[text], instruction=instruction), dims=dims)
+
+    def embed_image(
+        self, image: ImageSource | Path, *, instruction: str | None = None, dims: int | None = None
+    ) -> Vector:
+        """Embed one image."""
+        return self.embed_one(EmbedInput(images=[image], instruction=instruction), dims=dims)
+
+    def identity(self) -> dict[str, Any]:
+        """What the vectors depend on, stamped into an index so models are never mixed."""
+        return {"name": self.name, "dims": self.dims}
+
+    def close(self) -> None:
+        """Free native resources; safe to call twice."""
+
+    def __enter__(self) -> Embedder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

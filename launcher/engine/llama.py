@@ -1,0 +1,412 @@
+"""The llama.cpp backend: the only module in launcher that imports llama_cpp.
+
+Text goes through the low-level llama API (our own prompt, tokenized with special tokens parsed,
+several sequences per decode); images go through mtmd with pixels we resized ourselves.
+Every native resource is owned here and freed in reverse order by `close()`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from launcher.engine import gguf_meta
+from launcher.engine.base import EmbedInput, Embedder, l2_normalize
+from launcher.engine.imageprep import FACTOR, MAX_PIXELS, MIN_PIXELS, prepare_image
+from launcher.engine.prompt import MEDIA_MARKER, build_prompt
+from launcher.errors import InputError, InputTooLong, LauncherError, ModelError
+from launcher.records import Matrix
+
+import llama_cpp as lc  # noqa: E402  (kept after our imports: loading it starts the native library)
+from llama_cpp import mtmd_cpp as mt  # noqa: E402
+
+log = logging.getLogger("launcher.llama")
+
+CHAT_ARCHITECTURES = {"qwen3vl", "qwen3vlmoe"}
+
+@lc.llama_log_callback
+def _route_log(level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
+    # llama.cpp and mtmd print through this hook (`verbose=False` alone still lets warnings out).
+    # Their errors come with our own one-line exception, so they are detail: debug level.
+    message = text.decode("utf-8", errors="replace").rstrip()
+    if message:
+        log.debug("%s", message)
+
+
+_backend_lock = threading.Lock()
+_backend_ready = False
+
+
+def _init_backend() -> None:
+    global _backend_ready
+    with _backend_lock:
+        if _backend_ready:
+            return
+        lc.llama_log_set(_route_log, ctypes.c_void_p())
+        mt.mtmd_helper_log_set(_route_log, ctypes.c_void_p())
+        lc.llama_backend_init()
+        _backend_ready = True
+
+
+def gpu_offload_supported() -> bool:
+    """True when this llama.cpp build can offload layers to a GPU (CUDA, Metal, Vulkan...)."""
+    _init_backend()
+    return bool(lc.llama_supports_gpu_offload())
+
+
+def system_info() -> str:
+    """llama.cpp's own summary of the CPU features and backends it was built with."""
+    _init_backend()
+    return bytes(lc.llama_print_system_info()).decode("utf-8", errors="replace")
+
+
+def file_fingerprint(path: Path) -> str:
+    """A fast content fingerprint: size plus the first and last MiB (models are GBs)."""
+    size = path.stat().st_size
+    h = hashlib.sha256(str(size).encode())
+    with path.open("rb") as f:
+        h.update(f.read(1 << 20))
+        if size > 2 << 20:
+            f.seek(-(1 << 20), os.SEEK_END)
+            h.update(f.read(1 << 20))
+    return h.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class LlamaOptions:
+    """How to run the model; every field has a sensible default for a laptop CPU."""
+
+    n_ctx: int = 4096  # longest input in tokens (the official embedder stops at 8192)
+    n_batch: int = 1024  # tokens per decode; several short texts share one decode
+    n_seq_max: int = 16  # texts per decode
+    n_threads: int | None = None  # None: the physical cores
+    n_gpu_layers: int = 0  # -1: all layers on the GPU
+    mmproj_on_gpu: bool = True  # only matters when the build has GPU offload
+    image_min_pixels: int = MIN_PIXELS
+    image_max_pixels: int = MAX_PIXELS
+
+
+def default_threads() -> int:
+    """Physical cores: hyper-threads slow llama.cpp's matmuls down."""
+    try:
+        import psutil
+
+        n = psutil.cpu_count(logical=False)
+    except Exception:  # psutil missing or unable to tell
+        n = None
+    return max(1, n or os.cpu_count() or 1)
+
+
+class LlamaEmbedder(Embedder):
+    """Embeddings from a GGUF model through llama.cpp, with an optional mmproj for images."""
+
+    def __init__(self, model_path: str | Path, mmproj_path: str | Path | None = None, options: LlamaOptions | None = None):
+        self.options = options or LlamaOptions()
+        self.model_path = Path(model_path).expanduser()
+        self.mmproj_path = Path(mmproj_path).expanduser() if mmproj_path else None
+        self._model: Any = None
+        self._ctx: Any = None
+        self._batch: Any = None
+        self._mctx: Any = None
+        self._lock = threading.Lock()
+
+        meta = gguf_meta.read_metadata(self.model_path)
+        if gguf_meta.is_mmproj(meta):
+            raise ModelError(f"{self.model_path} is an mmproj (vision projector), not a model: pass it as --mmproj")
+        self.architecture = gguf_meta.architecture(meta)
+        self.chat_format = self.architecture in CHAT_ARCHITECTURES
+        self.name = str(meta.get("general.name") or self.model_path.stem)
+        if self.mmproj_path is not None:
+            mmeta = gguf_meta.read_metadata(self.mmproj_path)
+            if not gguf_meta.is_mmproj(mmeta):
+                raise ModelError(f"{self.mmproj_path} is not an mmproj file (its architecture is {gguf_meta.architecture(mmeta)!r})")
+            if not self.chat_format:
+                raise ModelError(
+                    f"model {self.model_path.name} ({self.architecture}) is text-only and cannot use an mmproj; "
+                    "images need a Qwen3-VL-Embedding model"
+                )
+        self.n_threads = self.options.n_threads or default_threads()
+        _init_backend()
+        try:
+            self._load()
+        except BaseException:
+            self.close()
+            raise
+
+    # -- loading -----------------------------------------------------------------------------
+
+    def _load(self) -> None:
+        opts = self.options
+        if opts.n_gpu_layers and not lc.llama_supports_gpu_offload():
+            log.warning(
+                "this llama.cpp build has no gpu offload, running on the cpu "
+                "(reinstall llama-cpp-python with CMAKE_ARGS=-DGGML_CUDA=on or -DGGML_METAL=on)"
+            )
+        mparams = lc.llama_model_default_params()
+        mparams.n_gpu_layers = opts.n_gpu_layers
+        # The default build's AMX/repacked buffer types segfault on quantized models on CPUs that
+        # advertise AMX (ggml_backend_amx_mul_mat); plain CPU buffers are as fast here and safe.
+        mparams.use_extra_bufts = False
+        self._model = lc.llama_model_load_from_file(str(self.model_path).encode(), mparams)
+        if not self._model:
+            raise ModelError(f"cannot load model {self.model_path}: the file is corrupt or not a supported gguf")
+        self.n_ctx_train = int(lc.llama_model_n_ctx_train(self._model))
+        self.dims = int(lc.llama_model_n_embd_out(self._model))
+        self.has_encoder = bool(lc.llama_model_has_encoder(self._model))
+        self._vocab = lc.llama_model_get_vocab(self._model)
+
+        n_ctx = min(opts.n_ctx, self.n_ctx_train) if self.n_ctx_train > 0 else opts.n_ctx
+        causal = self.chat_format
+        # Non-causal (BERT-like) models need a whole input in one micro-batch.
+        n_batch = min(opts.n_batch, n_ctx) if causal else n_ctx
+        cparams = lc.llama_context_default_params()
+        cparams.n_ctx = n_ctx
+        cparams.n_batch = n_batch
+        cparams.n_ubatch = n_batch  # equal sizes: the qwen3vl deepstack graph aborts otherwise
+        cparams.n_seq_max = opts.n_seq_max
+        cparams.n_threads = self.n_threads
+        cparams.n_threads_batch = self.n_threads
+        cparams.embeddings = True
+        cparams.kv_unified = True  # n_ctx is shared by the sequences of one decode
+        if self.chat_format:
+            cparams.pooling_type = lc.LLAMA_POOLING_TYPE_LAST
+        self._ctx = lc.llama_init_from_model(self._model, cparams)
+        if not self._ctx:
+            raise ModelError(f"cannot create a llama.cpp context for {self.model_path} (n_ctx={n_ctx}): out of memory?")
+        if lc.llama_pooling_type(self._ctx) == lc.LLAMA_POOLING_TYPE_NONE:
+            raise ModelError(f"model {self.model_path.name} has no pooling: it is not an embedding model")
+        self.n_ctx = int(lc.llama_n_ctx(self._ctx))
+        self.n_batch = n_batch
+        self.max_tokens = self.n_ctx
+        self.batch_size = opts.n_seq_max
+        self._batch = lc.llama_batch_init(n_batch, 0, 1)
+
+        if self.mmproj_path is not None:
+            mparams_mt = mt.mtmd_context_params_default()
+            mparams_mt.use_gpu = bool(opts.mmproj_on_gpu and opts.n_gpu_layers and lc.llama_supports_gpu_offload())
+            mparams_mt.n_threads = self.n_threads  # mtmd's default is hard-coded to 4
+            mparams_mt.print_timings = False
+            mparams_mt.warmup = False
+            mparams_mt.media_marker = MEDIA_MARKER.encode()
+            # Our bitmaps are already resized to the reference grid; bounds wide enough that mtmd
+            # leaves them as they are (its defaults, 8..4096 tokens, would resize some again).
+            mparams_mt.image_min_tokens = max(1, opts.image_min_pixels // (FACTOR * FACTOR))
+            mparams_mt.image_max_tokens = max(1, opts.image_max_pixels // (FACTOR * FACTOR))
+            self._mctx = mt.mtmd_init_from_file(str(self.mmproj_path).encode(), self._model, mparams_mt)
+            if not self._mctx:
+                raise ModelError(
+                    f"mmproj {self.mmproj_path.name} does not match model {self.model_path.name} "
+                    "(or is corrupt): use the mmproj file published with this model"
+                )
+            if not mt.mtmd_support_vision(self._mctx):
+                raise ModelError(f"mmproj {self.mmproj_path.name} has no vision encoder")
+        self.supports_images = self._mctx is not None
+
+    def identity(self) -> dict[str, Any]:
+        """Model file, mmproj and format: what the vectors depend on."""
+        ident: dict[str, Any] = {
+            "name": self.name,
+            "architecture": self.architecture,
+            "model_file": self.model_path.name,
+            "model_fingerprint": file_fingerprint(self.model_path),
+            "dims": self.dims,
+        }
+        if self.mmproj_path is not None:
+            ident["mmproj_fingerprint"] = file_fingerprint(self.mmproj_path)
+        return ident
+
+    def close(self) -> None:
+        """Free mtmd, batch, context and model, in that order."""
+        if getattr(self, "_mctx", None):
+            mt.mtmd_free(self._mctx)
+            self._mctx = None
+        if getattr(self, "_batch", None) is not None:
+            lc.llama_batch_free(self._batch)
+            self._batch = None
+        if getattr(self, "_ctx", None):
+            lc.llama_free(self._ctx)
+            self._ctx = None
+        if getattr(self, "_model", None):
+            lc.llama_model_free(self._model)
+            self._model = None
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    # -- embedding ---------------------------------------------------------------------------
+
+    def prompt_for(self, item: EmbedInput, *, media_marker: bool = False) -> str:
+        """The exact text handed to the tokenizer for this input."""
+        if self.chat_format:
+            placeholder = MEDIA_MARKER if media_marker else "<|vision_start|><|image_pad|><|vision_end|>"
+            return build_prompt(item.texts, len(item.images), item.instruction, image_placeholder=placeholder)
+        # Plain embedding models (BERT, ...) have no chat template and no instructions.
+        import unicodedata
+
+        return unicodedata.normalize("NFC", " ".join(item.texts))
+
+    def tokenize(self, text: str) -> list[int]:
+        """Token ids as this model sees them (special tokens parsed for chat-format models)."""
+        data = text.encode("utf-8")
+        add_special = not self.chat_format  # BERT wants [CLS]/[SEP]; Qwen adds nothing
+        parse_special = self.chat_format
+        cap = len(data) + 16
+        buf = (lc.llama_token * cap)()
+        n = lc.llama_tokenize(self._vocab, data, len(data), buf, cap, add_special, parse_special)
+        if n < 0:
+            cap = -n
+            buf = (lc.llama_token * cap)()
+            n = lc.llama_tokenize(self._vocab, data, len(data), buf, cap, add_special, parse_special)
+        if n < 0:
+            raise LauncherError(f"tokenization failed for an input of {len(data)} bytes")
+        return list(buf[:n])
+
+    def embed_batch(self, inputs: Sequence[EmbedInput]) -> Matrix:
+        """Text-only inputs share decodes; inputs with images go through mtmd one at a time."""
+        if self._ctx is None:
+            raise LauncherError("the embedder is closed")
+        out = np.empty((len(inputs), self.dims), dtype=np.float32)
+        with self._lock:
+            text_rows: list[int] = []
+            token_seqs: list[list[int]] = []
+            for row, item in enumerate(inputs):
+                if item.has_images:
+                    if not self.supports_images:
+                        raise InputError(
+                            f"model {self.name} cannot embed images: "
+                            + ("pass its mmproj with --mmproj" if self.chat_format else "it is a text-only model")
+                        )
+                    out[row] = self._embed_multimodal(item)
+                else:
+                    tokens = self.tokenize(self.prompt_for(item))
+                    self._check_length(len(tokens))
+                    text_rows.append(row)
+                    token_seqs.append(tokens)
+            if token_seqs:
+                out[text_rows] = self._embed_token_seqs(token_seqs)
+        return l2_normalize(out)
+
+    def _check_length(self, n_tokens: int) -> None:
+        if n_tokens > self.n_ctx:
+            hint = (
+                f"raise --ctx (this model supports up to {self.n_ctx_train})"
+                if self.n_ctx < self.n_ctx_train
+                else "split the input"
+            )
+            raise InputTooLong(
+                f"input is {n_tokens} tokens, over the limit of {self.n_ctx} tokens; {hint} (never truncated)"
+            )
+
+    def _clear_memory(self) -> None:
+        lc.llama_memory_clear(lc.llama_get_memory(self._ctx), True)
+
+    def _read_seq(self, seq_id: int) -> np.ndarray:
+        ptr = lc.llama_get_embeddings_seq(self._ctx, seq_id)
+        if not ptr:
+            raise LauncherError("llama.cpp returned no pooled embedding")
+        return np.ctypeslib.as_array(ptr, shape=(self.dims,)).copy()
+
+    def _decode(self, n_tokens: int) -> None:
+        self._batch.n_tokens = n_tokens
+        rc = lc.llama_decode(self._ctx, self._batch)
+        if rc != 0:
+            raise LauncherError(f"llama.cpp decode failed (code {rc})")
+
+    def _embed_token_seqs(self, seqs: list[list[int]]) -> Matrix:
+        """Pack whole sequences into decodes of at most n_batch tokens and n_seq_max sequences."""
+        out = np.empty((len(seqs), self.dims), dtype=np.float32)
+        b = self._batch
+        i = 0
+        while i < len(seqs):
+            if len(seqs[i]) > self.n_batch:
+                out[i] = self._embed_long(seqs[i])
+                i += 1
+                continue
+            group: list[int] = []
+            total = 0
+            while i < len(seqs) and len(group) < self.options.n_seq_max and total + len(seqs[i]) <= self.n_batch:
+                group.append(i)
+                total += len(seqs[i])
+                i += 1
+            self._clear_memory()
+            k = 0
+            for seq_id, idx in enumerate(group):
+                toks = seqs[idx]
+                for pos, tok in enumerate(toks):
+                    b.token[k] = tok
+                    b.pos[k] = pos
+                    b.n_seq_id[k] = 1
+                    b.seq_id[k][0] = seq_id
+                    b.logits[k] = pos == len(toks) - 1
+                    k += 1
+            self._decode(k)
+            for seq_id, idx in enumerate(group):
+                out[idx] = self._read_seq(seq_id)
+        return out
+
+    def _embed_long(self, tokens: list[int]) -> np.ndarray:
+        """One causal sequence longer than a decode: fed in n_batch slices, pooled at its last token."""
+        self._clear_memory()
+        b = self._batch
+        for start in range(0, len(tokens), self.n_batch):
+            piece = tokens[start : start + self.n_batch]
+            for k, tok in enumerate(piece):
+                b.token[k] = tok
+                b.pos[k] = start + k
+                b.n_seq_id[k] = 1
+                b.seq_id[k][0] = 0
+                b.logits[k] = start + k == len(tokens) - 1
+            self._decode(len(piece))
+        return self._read_seq(0)
+
+    def _embed_multimodal(self, item: EmbedInput) -> np.ndarray:
+        opts = self.options
+        prepared = [prepare_image(img, min_pixels=opts.image_min_pixels, max_pixels=opts.image_max_pixels) for img in item.images]
+        prompt = self.prompt_for(item, media_marker=True).encode("utf-8")
+        bitmaps: list[Any] = []
+        chunks = None
+        try:
+            for p in prepared:
+                buf = (ctypes.c_uint8 * p.pixels.size).from_buffer_copy(p.pixels.tobytes())
+                bitmap = mt.mtmd_bitmap_init(p.width, p.height, buf)
+                if not bitmap:
+                    raise LauncherError("mtmd could not allocate an image bitmap")
+                bitmaps.append(bitmap)
+            text = mt.mtmd_input_text()
+            text.text = prompt
+            text.text_len = len(prompt)
+            text.add_special = False
+            text.parse_special = True
+            chunks = mt.mtmd_input_chunks_init()
+            arr = (mt.mtmd_bitmap_p_ctypes * len(bitmaps))(*bitmaps)
+            rc = mt.mtmd_tokenize(self._mctx, chunks, ctypes.byref(text), arr, len(bitmaps))
+            if rc != 0:
+                raise LauncherError(f"mtmd could not tokenize the input (code {rc})")
+            self._check_length(int(mt.mtmd_helper_get_n_tokens(chunks)))
+            self._clear_memory()
+            new_n_past = lc.llama_pos(0)
+            rc = mt.mtmd_helper_eval_chunks(self._mctx, self._ctx, chunks, 0, 0, self.n_batch, True, ctypes.byref(new_n_past))
+            if rc != 0:
+                raise LauncherError(f"mtmd could not evaluate the input (code {rc})")
+            return self._read_seq(0)
+        finally:
+            if chunks:
+                mt.mtmd_input_chunks_free(chunks)
+            for bitmap in bitmaps:
+                mt.mtmd_bitmap_free(bitmap)
+
+    def count_image_tokens(self, image: Any) -> int:
+        """Visual tokens one image costs under the current pixel budget."""
+        return prepare_image(image, min_pixels=self.options.image_min_pixels, max_pixels=self.options.image_max_pixels).n_tokens

@@ -1,0 +1,75 @@
+"""Stage 3: a file becomes pieces, each with a locator, dispatched on the record's kind.
+
+`extract` returns every piece of a file at once; `iter_extract` hands them out one by one, so a
+500-page PDF is rendered page by page as the caller consumes it. Both raise ExtractError, with one
+lowercase line saying why, for a broken, hostile or unreadable file; nothing else escapes for a bad
+file. An empty file, or a file of kind "other", has no pieces (it is still findable by name).
+
+The format modules (and their libraries: pypdfium2, PyAV, python-docx...) are imported on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Generator
+
+from launcher.extract.base import ExtractError, ExtractSettings, context_of
+from launcher.records import FileRecord, Piece
+
+__all__ = ["ExtractError", "ExtractSettings", "context_of", "extract", "iter_extract"]
+
+# kind -> (module in this package, function)
+_EXTRACTORS: dict[str, tuple[str, str]] = {
+    "text": ("text", "extract_text"),
+    "code": ("text", "extract_text"),
+    "markdown": ("text", "extract_text"),
+    "html": ("html", "extract_html"),
+    "pdf": ("pdf", "extract_pdf"),
+    "image": ("image", "extract_image"),
+    "video": ("video", "extract_video"),
+    "office": ("office", "extract_office"),
+    "ebook": ("ebook", "extract_ebook"),
+}
+
+
+def extract(record: FileRecord, *, settings: ExtractSettings | None = None) -> list[Piece]:
+    """All pieces of one file; ExtractError when it cannot be read."""
+    return list(iter_extract(record, settings=settings))
+
+
+def iter_extract(
+    record: FileRecord, *, settings: ExtractSettings | None = None
+) -> Generator[Piece, None, None]:
+    """The pieces of one file, produced as they are consumed; may raise ExtractError part-way.
+
+    Close the generator (or let it be collected) to release an open document early.
+    """
+    if record.kind == "other" or record.size == 0:
+        return
+    if record.kind not in _EXTRACTORS:
+        raise ValueError(f"unknown kind {record.kind!r}")
+    module_name, function_name = _EXTRACTORS[record.kind]
+    try:
+        module = importlib.import_module(f"{__name__}.{module_name}")
+    except ImportError as exc:
+        raise ExtractError(f"{record.kind} support not installed ({exc.name or exc})") from exc
+    pieces = getattr(module, function_name)(record, settings or ExtractSettings())
+    try:
+        yield from pieces
+    except (ExtractError, MemoryError):
+        raise
+    except FileNotFoundError as exc:
+        raise ExtractError("file vanished before it could be read") from exc
+    except PermissionError as exc:
+        raise ExtractError("permission denied") from exc
+    except OSError as exc:
+        raise ExtractError(
+            f"cannot read: {(exc.strerror or str(exc) or type(exc).__name__).lower()}"
+        ) from exc
+    except RecursionError as exc:
+        raise ExtractError("too deeply nested to read") from exc
+    except Exception as exc:
+        # A library tripping over a hostile file in a way we did not foresee: still one line, and the
+        # class name says where to look.
+        detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise ExtractError(f"unexpected {type(exc).__name__}" + (f": {detail}" if detail else "")) from exc

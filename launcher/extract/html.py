@@ -1,0 +1,118 @@
+"""HTML: the visible text (title, headings, paragraphs, lists, tables), without markup, scripts or styles.
+
+Line locators of HTML pieces count lines of the extracted text, not of the HTML source: the source's
+lines are mostly markup, and a person opening the file in a browser sees the text anyway.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from html.parser import HTMLParser
+
+from launcher.extract.base import ExtractSettings, numbered, text_pieces
+from launcher.extract.text import decode, read_limited
+from launcher.records import FileRecord, Piece
+
+# Elements whose content is never shown as text.
+_HIDDEN = frozenset({"script", "style", "noscript", "template", "svg", "math", "canvas", "iframe", "object"})
+# Elements that start a new line.
+_BLOCK_NAMES = """
+    address article aside blockquote body br caption dd details dialog div dl dt fieldset figcaption
+    figure footer form h1 h2 h3 h4 h5 h6 header hgroup hr html li main nav ol p pre section summary
+    table tbody thead tfoot tr ul legend option
+"""
+_BLOCK = frozenset(_BLOCK_NAMES.split())
+_CELL = frozenset({"td", "th"})
+_SPACES = re.compile(r"[ \t\r\n\f\v]+")
+_META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9._:-]+)""", re.IGNORECASE)
+
+
+def extract_html(record: FileRecord, settings: ExtractSettings) -> Iterator[Piece]:
+    """Chunks of an HTML page's visible text."""
+    data = read_limited(record.path, settings.max_text_bytes)
+    yield from text_pieces(
+        record, numbered(html_to_text(decode(data, declared=meta_charset(data)))), settings
+    )
+
+
+def meta_charset(data: bytes) -> str | None:
+    """The charset a page declares in a <meta> tag near its start, if any."""
+    match = _META_CHARSET.search(data[:4096])
+    return match.group(1).decode("ascii") if match else None
+
+
+def html_to_text(markup: str, *, title: bool = True) -> str:
+    """The visible text of an HTML document, one block per line, the <title> first unless `title` is False."""
+    parser = _TextParser()
+    parser.feed(markup)
+    parser.close()
+    return parser.text(title=title)
+
+
+class _TextParser(HTMLParser):
+    """Collects visible text; blocks become lines, whitespace collapses except inside <pre>."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.lines: list[str] = []
+        self.current: list[str] = []
+        self.title: list[str] = []
+        self.in_title = False
+        self.hidden_depth = 0
+        self.pre_depth = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in _HIDDEN:
+            self.hidden_depth += 1
+        elif tag == "title":
+            self.in_title = True
+        elif tag in _BLOCK:
+            self._break()
+            if tag == "pre":
+                self.pre_depth += 1
+        elif tag in _CELL and self.current:
+            self.current.append("\t")
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        # <br/>, <hr/>, <img/>: self-closing tags never open a hidden or <pre> region.
+        if tag in _BLOCK:
+            self._break()
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in _HIDDEN:
+            self.hidden_depth = max(0, self.hidden_depth - 1)
+        elif tag == "title":
+            self.in_title = False
+        elif tag in _BLOCK:
+            self._break()
+            if tag == "pre":
+                self.pre_depth = max(0, self.pre_depth - 1)
+
+    def handle_data(self, data: str) -> None:
+        if self.hidden_depth:
+            return
+        if self.in_title:
+            self.title.append(data)
+        elif self.pre_depth:
+            # Preformatted text keeps its own line breaks.
+            first, *rest = data.split("\n")
+            self.current.append(first)
+            for line in rest:
+                self._break()
+                self.current.append(line)
+        else:
+            self.current.append(_SPACES.sub(" ", data))
+
+    def _break(self) -> None:
+        line = "".join(self.current)
+        self.current = []
+        line = line.rstrip() if self.pre_depth else line.strip()
+        if line.strip():
+            self.lines.append(line)
+
+    def text(self, title: bool = True) -> str:
+        """The collected text, title first."""
+        self._break()
+        heading = _SPACES.sub(" ", "".join(self.title)).strip() if title else ""
+        return "\n".join(([heading] if heading else []) + self.lines)

@@ -1,0 +1,109 @@
+"""Images: one piece, EXIF-rotated, its pixel count checked before any pixel is decoded."""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+from collections.abc import Iterator
+from typing import cast
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from launcher.extract.base import ExtractError, ExtractSettings, context_of
+from launcher.records import FileRecord, Locator, Piece
+
+HEIF_EXTENSIONS = (".heic", ".heif")
+_heif_lock = threading.Lock()
+_heif_ready: bool | None = None  # None: not tried yet
+
+# Our cap (checked before decoding) is the one that counts; Pillow's warning for images between its
+# own limit and twice that would only repeat it, on stderr, for images we reject anyway.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+
+def extract_image(record: FileRecord, settings: ExtractSettings) -> Iterator[Piece]:
+    """The image as one piece (RGB, or RGBA when it has transparency), its file name as text."""
+    image = load_image(record.path, settings.max_image_pixels)
+    name = os.path.basename(record.path)
+    yield Piece(text=name, image=image, locator=Locator(), context=context_of(record), modality="image")
+
+
+def load_image(path: str, max_pixels: int) -> Image.Image:
+    """A fully decoded, upright image, or ExtractError for an unreadable, truncated or oversized one."""
+    if path.lower().endswith(HEIF_EXTENSIONS) and not _enable_heif():
+        raise ExtractError("heic support not installed; pip install pillow-heif")
+    _allow_pixels(max_pixels)
+    try:
+        with Image.open(path) as opened:
+            # The header gives the size; nothing has been decoded yet.
+            check_pixels(*opened.size, max_pixels)
+            opened.load()
+            return _plain_mode(_upright(opened))
+    except Image.DecompressionBombError as exc:
+        raise ExtractError(_too_large_message(None, None, max_pixels)) from exc
+    except UnidentifiedImageError as exc:
+        raise ExtractError("not a readable image (unknown format or corrupt header)") from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        if isinstance(exc, (FileNotFoundError, PermissionError)):
+            raise
+        # Pillow reports truncated and corrupt data as OSError ("image file is truncated ...").
+        reason = str(exc).strip().splitlines()[0].lower() if str(exc).strip() else type(exc).__name__
+        raise ExtractError(f"corrupt image ({reason})") from exc
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """The image turned as its EXIF orientation says; a copy, so it outlives the open file."""
+    try:
+        upright = ImageOps.exif_transpose(image)
+    except Exception:
+        # A malformed EXIF block must not cost the picture: use it as stored.
+        upright = None
+    return upright if upright is not None else image.copy()
+
+
+def check_pixels(width: int, height: int, max_pixels: int, what: str = "image") -> None:
+    """ExtractError when width x height is over the decompression-bomb cap."""
+    if width * height > max_pixels:
+        raise ExtractError(_too_large_message(width, height, max_pixels, what))
+
+
+def _too_large_message(width: int | None, height: int | None, max_pixels: int, what: str = "image") -> str:
+    size = f" ({width}x{height}, {width * height / 1e6:.0f} mp)" if width and height else ""
+    return f"{what} too large{size}, over the {max_pixels / 1e6:g} mp limit; raise it with --max-image-mp"
+
+
+def _allow_pixels(max_pixels: int) -> None:
+    """Let Pillow's own bomb check (which fires at twice MAX_IMAGE_PIXELS) admit what our cap admits."""
+    if Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = max_pixels
+
+
+def _plain_mode(image: Image.Image) -> Image.Image:
+    """RGB, or RGBA when the image has transparency: the two modes the engine accepts."""
+    mode = image.mode
+    if mode in ("RGB", "RGBA"):
+        return image
+    if mode in ("I", "F") or mode.startswith("I;16"):
+        # High bit-depth grey: stretch the used range to 8 bits instead of clipping at 255.
+        image = image.convert("F") if mode != "F" else image
+        low, high = cast(tuple[float, float], image.getextrema())
+        scale = 255.0 / (high - low) if high > low else 1.0
+        image = image.point(lambda v: (v - low) * scale).convert("L")
+    has_alpha = mode in ("RGBa", "LA", "La", "PA") or "transparency" in image.info
+    return image.convert("RGBA" if has_alpha else "RGB")
+
+
+def _enable_heif() -> bool:
+    """Register pillow-heif's opener once; False when it is not installed."""
+    global _heif_ready
+    with _heif_lock:
+        if _heif_ready is None:
+            try:
+                from pillow_heif import register_heif_opener
+            except ImportError:
+                _heif_ready = False
+            else:
+                register_heif_opener()
+                _heif_ready = True
+        return _heif_ready

@@ -1,0 +1,426 @@
+"""Stage 1: walk the roots and yield a FileRecord for every file worth indexing, a Skip for the rest.
+
+One `os.scandir` per folder and one `stat` per file (DirEntry caches the type from readdir), so a
+rescan of an unchanged tree costs about what `find` costs. Entries are sorted, so the order is the
+same on every run.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+import stat
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import pathspec
+
+from launcher.records import FileRecord, Skip
+
+DEFAULT_MAX_FILE_BYTES = 1024 * 1024 * 1024
+"""Files above this size are skipped (1 GiB); `--max-file-mb` changes it."""
+
+# Folders that hold caches, tooling or OS bookkeeping, never a person's documents. Matched by name,
+# whatever `include_hidden` says.
+SYSTEM_DIRS = frozenset(
+    {
+        "node_modules",
+        "__pycache__",
+        ".git",
+        ".hg",
+        ".svn",
+        ".bzr",
+        ".tox",
+        ".nox",
+        ".venv",
+        ".mypy_cache",
+        ".pytest_cache",
+        ".ruff_cache",
+        ".cache",
+        ".Trash",
+        ".Trashes",
+        ".Spotlight-V100",
+        ".fseventsd",
+        ".DocumentRevisions-V100",
+        ".TemporaryItems",
+        "$RECYCLE.BIN",
+        "System Volume Information",
+        "lost+found",
+    }
+)
+# (parent name, folder name) pairs that are system folders only in that place.
+SYSTEM_DIR_PAIRS = frozenset({("Library", "Caches"), ("Library", "Logs"), ("Local", "Temp")})
+SYSTEM_FILES = frozenset({"Thumbs.db", "desktop.ini", "Icon\r"})
+# A folder holding one of these is a Python or conda environment: thousands of library files.
+ENV_MARKERS = ("pyvenv.cfg", "conda-meta")
+IGNORE_FILES = (".gitignore", ".ignore")  # later files win, as in ripgrep
+
+# Extensions by kind (lowercase, without the dot). Anything else is "other": still findable by name.
+_EXTENSIONS: dict[str, str] = {
+    "code": """
+        py pyi pyw ipynb c h cc cpp cxx hpp hh hxx cu cuh m mm java kt kts scala groovy gradle cs fs fsx
+        vb go rs swift dart zig nim d jl r rmd lua pl pm php rb erl ex exs hs elm clj cljs ml mli js mjs
+        cjs jsx ts tsx vue svelte css scss sass less sh bash zsh fish ps1 psm1 bat cmd sql graphql proto
+        thrift asm s v sv vhd tcl awk sed cmake mk make tf hcl nix
+    """,
+    "markdown": "md markdown mdown mkd rst",
+    "html": "html htm xhtml",
+    "pdf": "pdf",
+    "image": "jpg jpeg jpe png gif bmp tif tiff webp heic heif avif",
+    "video": "mp4 mov mkv webm avi m4v mpg mpeg wmv 3gp",
+    "office": "docx pptx xlsx",
+    "ebook": "epub",
+    "text": """
+        txt text log csv tsv json jsonl ndjson yaml yml toml ini cfg conf config properties env xml tex
+        bib srt vtt org adoc asciidoc textile rtf
+    """,
+}
+KIND_BY_EXT: dict[str, str] = {ext: kind for kind, exts in _EXTENSIONS.items() for ext in exts.split()}
+# Extension-less names that are code.
+CODE_NAMES = frozenset(
+    {"Makefile", "makefile", "GNUmakefile", "Dockerfile", "Rakefile", "Gemfile", "Jenkinsfile", "Vagrantfile"}
+)
+
+
+def kind_of(path: str | os.PathLike[str]) -> str:
+    """The kind of a file (one of records.KINDS), from its extension alone."""
+    return _kind_of_name(os.path.basename(os.fspath(path)))
+
+
+def _kind_of_name(name: str) -> str:
+    if name in CODE_NAMES:
+        return "code"
+    _, dot, ext = name.rpartition(".")
+    if not dot or not _:  # no extension, or a dot-name such as ".bashrc"
+        return "other"
+    return KIND_BY_EXT.get(ext.lower(), "other")
+
+
+class _IgnoreFile:
+    """The patterns of one folder's .gitignore/.ignore, applied to paths relative to that folder."""
+
+    def __init__(self, base: str, lines: list[str]) -> None:
+        self.base = base
+        self.spec = pathspec.GitIgnoreSpec.from_lines(lines)
+        parts: list[str] = []
+        self.has_negation = False
+        for pattern in self.spec.patterns:
+            regex = getattr(pattern, "regex", None)
+            if pattern.include is None or regex is None:
+                continue  # a comment or blank line
+            self.has_negation |= pattern.include is False
+            # Named groups are made anonymous so that all patterns can share one regex.
+            parts.append(re.sub(r"\(\?P<\w+>", "(?:", regex.pattern))
+        # One alternation of every pattern answers "does anything match?" in a single regex call, which
+        # is the common case's whole answer; pathspec's per-pattern loop runs only on a hit with "!" rules.
+        self.any = re.compile("|".join(f"(?:{part})" for part in parts)) if parts else None
+
+    def verdict(self, sub: str) -> bool | None:
+        """True: ignored, False: re-included by a "!" rule, None: no rule here speaks about it."""
+        if self.any is None or self.any.search(sub) is None:
+            return None
+        if not self.has_negation:
+            return True
+        return self.spec.check_file(sub).include
+
+
+@dataclass
+class _Rules:
+    """The ignore rules in force for one folder: its own ignore files plus its ancestors'."""
+
+    files: tuple[_IgnoreFile, ...] = ()  # outermost first; deeper files override shallower ones
+
+    def ignored(self, rel: str, is_dir: bool) -> bool:
+        """Whether gitignore semantics exclude `rel` (relative to the root, '/'-separated)."""
+        for ignore in reversed(self.files):
+            sub = rel[len(ignore.base) + 1 :] if ignore.base else rel
+            verdict = ignore.verdict(sub + "/" if is_dir else sub)
+            if verdict is not None:
+                return verdict
+        return False
+
+
+@dataclass
+class _Frame:
+    """A folder being walked: its entries still to visit and the rules that apply inside it."""
+
+    path: str
+    rel: str
+    entries: Iterator[os.DirEntry[str]]
+    rules: _Rules
+    ident: tuple[int, int] | None  # (st_dev, st_ino) when following symlinks, for loop detection
+
+
+class _Excludes:
+    """User exclude globs, matched against the name, the path relative to the root, and absolute paths."""
+
+    def __init__(self, globs: Sequence[str]) -> None:
+        rel: list[str] = []
+        dirs: list[str] = []
+        absolute: list[str] = []
+        for glob in globs:
+            glob = os.path.expanduser(glob)
+            target = absolute if os.path.isabs(glob) else rel
+            if glob.endswith(("/", os.sep)) and len(glob) > 1:
+                glob = glob.rstrip("/" + os.sep)
+                target = dirs if target is rel else target
+            target.append(fnmatch.translate(os.path.normcase(glob)))
+        self._rel = re.compile("|".join(rel)) if rel else None
+        self._dirs = re.compile("|".join(dirs)) if dirs else None
+        self._abs = re.compile("|".join(absolute)) if absolute else None
+
+    def __bool__(self) -> bool:
+        return bool(self._rel or self._dirs or self._abs)
+
+    def match(self, name: str, rel: str, path: str, is_dir: bool) -> bool:
+        """Whether any glob excludes this entry."""
+        name, rel = os.path.normcase(name), os.path.normcase(rel)
+        for regex in (self._rel, self._dirs if is_dir else None):
+            if regex is not None and (regex.match(name) or regex.match(rel)):
+                return True
+        return self._abs is not None and self._abs.match(os.path.normcase(path)) is not None
+
+
+def scan(
+    roots: Sequence[str | os.PathLike[str]],
+    *,
+    excludes: Sequence[str] = (),
+    index_dir: str | os.PathLike[str] | None = None,
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+    include_hidden: bool = False,
+    follow_symlinks: bool = False,
+) -> Iterator[FileRecord | Skip]:
+    """Walk `roots` depth-first in sorted order, yielding a FileRecord per file and a Skip per problem."""
+    walker = _Walker(
+        excludes=_Excludes(excludes),
+        index_dirs=_index_dirs(index_dir),
+        max_file_bytes=max_file_bytes,
+        include_hidden=include_hidden,
+        follow_symlinks=follow_symlinks,
+    )
+    for root in _unique_roots(roots):
+        yield from walker.walk_root(root)
+
+
+def _unique_roots(roots: Sequence[str | os.PathLike[str]]) -> list[str]:
+    """Absolute roots, sorted, without those inside another root (they would be walked twice)."""
+    absolute = sorted({os.path.abspath(os.path.expanduser(os.fspath(r))) for r in roots})
+    kept: list[str] = []
+    for root in absolute:
+        if not any(_inside(root, k) for k in kept):
+            kept.append(root)
+    return kept
+
+
+def _inside(path: str, folder: str) -> bool:
+    """Whether `path` is `folder` or below it (plain string comparison on absolute paths)."""
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _index_dirs(index_dir: str | os.PathLike[str] | None) -> set[str]:
+    """The index folder as given and as resolved, so a path through a symlink is caught too."""
+    if index_dir is None:
+        return set()
+    given = os.path.abspath(os.path.expanduser(os.fspath(index_dir)))
+    return {given, os.path.realpath(given)}
+
+
+class _Walker:
+    """The state of one scan: settings, and the folders seen when following symlinks."""
+
+    def __init__(
+        self,
+        *,
+        excludes: _Excludes,
+        index_dirs: set[str],
+        max_file_bytes: int,
+        include_hidden: bool,
+        follow_symlinks: bool,
+    ) -> None:
+        self.excludes = excludes
+        self.index_dirs = index_dirs
+        self.max_file_bytes = max_file_bytes
+        self.include_hidden = include_hidden
+        self.follow_symlinks = follow_symlinks
+        self.seen_dirs: set[tuple[int, int]] = set()
+
+    def walk_root(self, root: str) -> Iterator[FileRecord | Skip]:
+        """Yield everything under one root (or the root itself when it is a file)."""
+        if any(_inside(root, d) for d in self.index_dirs):
+            return
+        real_root = os.path.realpath(root)
+        for index_dir in list(self.index_dirs):
+            # The index folder spelled under this root, when the root is reached through a symlink.
+            if _inside(index_dir, real_root):
+                spelled = os.path.join(root, os.path.relpath(index_dir, real_root))
+                self.index_dirs.add(os.path.normpath(spelled))
+        try:
+            st = os.stat(root)
+        except FileNotFoundError:
+            yield Skip(root, "no such file or folder")
+            return
+        except OSError as exc:
+            yield Skip(root, _os_reason(exc))
+            return
+        if stat.S_ISREG(st.st_mode):
+            yield self._file_record(root, os.path.basename(root), st)
+            return
+        if not stat.S_ISDIR(st.st_mode):
+            yield Skip(root, "not a regular file or folder")
+            return
+        # The root is walked even when it is hidden or a symlink: the person named it.
+        yield from self._walk(root, (st.st_dev, st.st_ino))
+
+    def _file_record(self, path: str, name: str, st: os.stat_result) -> FileRecord | Skip:
+        if st.st_size > self.max_file_bytes:
+            return Skip(
+                path,
+                f"file is {_size(st.st_size)}, over the {_size(self.max_file_bytes)} limit; "
+                "raise it with --max-file-mb",
+            )
+        return FileRecord(path=path, size=st.st_size, mtime_ns=st.st_mtime_ns, kind=_kind_of_name(name))
+
+    def _open(
+        self, path: str, rel: str, rules: _Rules, ident: tuple[int, int] | None, is_root: bool = False
+    ) -> _Frame | Skip | None:
+        """List one folder; None when it is a Python environment (skipped unless it is the root)."""
+        try:
+            with os.scandir(path) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            return Skip(path, _os_reason(exc))
+        names = {e.name for e in entries}
+        if not is_root and any(marker in names for marker in ENV_MARKERS):
+            return None
+        files = rules.files
+        lines: list[str] = []
+        for ignore_name in IGNORE_FILES:
+            if ignore_name in names:
+                try:
+                    with open(os.path.join(path, ignore_name), encoding="utf-8", errors="replace") as f:
+                        lines.extend(f.read().splitlines())
+                except OSError:
+                    pass  # an unreadable ignore file ignores nothing; the folder is still walked
+        if lines:
+            files = (*files, _IgnoreFile(rel, lines))
+        return _Frame(path=path, rel=rel, entries=iter(entries), rules=_Rules(files), ident=ident)
+
+    def _walk(self, root: str, root_ident: tuple[int, int]) -> Iterator[FileRecord | Skip]:
+        # An explicit stack instead of recursion: folder depth is not bounded by Python's stack.
+        first = self._open(root, "", _Rules(), root_ident if self.follow_symlinks else None, is_root=True)
+        if isinstance(first, Skip):
+            yield first
+        if not isinstance(first, _Frame):
+            return
+        if self.follow_symlinks:
+            self.seen_dirs.add(root_ident)
+        stack = [first]
+        while stack:
+            frame = stack[-1]
+            entry = next(frame.entries, None)
+            if entry is None:
+                stack.pop()
+                continue
+            name = entry.name
+            if not self.include_hidden and name.startswith("."):
+                continue
+            rel = f"{frame.rel}/{name}" if frame.rel else name
+            try:
+                is_link = entry.is_symlink()
+                is_dir = entry.is_dir()  # follows symlinks; free for non-links (d_type from readdir)
+            except OSError as exc:
+                yield Skip(entry.path, _os_reason(exc))
+                continue
+            if is_dir:
+                child = self._enter(entry, rel, is_link, frame, stack)
+                if isinstance(child, _Frame):
+                    stack.append(child)
+                elif child is not None:
+                    yield child
+            else:
+                found = self._visit_file(entry, rel, is_link, frame)
+                if found is not None:
+                    yield found
+
+    def _wanted(self, name: str, rel: str, path: str, is_dir: bool, rules: _Rules) -> bool:
+        """Whether excludes and ignore files let this entry through."""
+        if self.excludes and self.excludes.match(name, rel, path, is_dir):
+            return False
+        return not (rules.files and rules.ignored(rel, is_dir))
+
+    def _enter(
+        self, entry: os.DirEntry[str], rel: str, is_link: bool, parent: _Frame, stack: list[_Frame]
+    ) -> _Frame | Skip | None:
+        """The frame for a subfolder to descend into, a Skip, or None when it is left out by design."""
+        name = entry.name
+        if name in SYSTEM_DIRS or (os.path.basename(parent.path), name) in SYSTEM_DIR_PAIRS:
+            return None
+        if not self._wanted(name, rel, entry.path, True, parent.rules) or entry.path in self.index_dirs:
+            return None
+        ident: tuple[int, int] | None = None
+        if self.follow_symlinks:
+            try:
+                st = entry.stat()  # only when following: real folders otherwise cost no stat
+            except OSError as exc:
+                return Skip(entry.path, _os_reason(exc))
+            ident = (st.st_dev, st.st_ino)
+            if ident in self.seen_dirs:
+                if any(f.ident == ident for f in stack):
+                    return Skip(entry.path, "symlink loop; folder is its own ancestor")
+                return Skip(entry.path, "folder already scanned through another path")
+            if is_link and os.path.realpath(entry.path) in self.index_dirs:
+                return None
+            self.seen_dirs.add(ident)
+        elif is_link:
+            return Skip(entry.path, "symlinked folder not followed; use --follow-symlinks to walk it")
+        return self._open(entry.path, rel, parent.rules, ident)
+
+    def _visit_file(
+        self, entry: os.DirEntry[str], rel: str, is_link: bool, parent: _Frame
+    ) -> FileRecord | Skip | None:
+        """The record for one file, after excludes, ignore files and the size cap."""
+        name = entry.name
+        if name in SYSTEM_FILES or not self._wanted(name, rel, entry.path, False, parent.rules):
+            return None
+        try:
+            st = entry.stat()  # the one stat per file; follows a symlinked file to its target
+        except FileNotFoundError:
+            # A dangling link is worth a note; a file that vanished since the listing is not.
+            return Skip(entry.path, "broken symlink") if is_link else None
+        except OSError as exc:
+            return Skip(entry.path, _os_reason(exc))
+        if os.name == "nt" and not self.include_hidden and _windows_hidden(st):
+            return None
+        if (
+            is_link
+            and self.index_dirs
+            and any(_inside(os.path.realpath(entry.path), d) for d in self.index_dirs)
+        ):
+            return None  # a link into the index is still the index
+        if not stat.S_ISREG(st.st_mode):
+            return Skip(entry.path, "not a regular file")
+        return self._file_record(entry.path, name, st)
+
+
+def _windows_hidden(st: os.stat_result) -> bool:
+    """The Windows hidden or system attribute (free: FindNextFile fills the stat cache)."""
+    attrs = getattr(st, "st_file_attributes", 0)
+    return bool(attrs & (stat.FILE_ATTRIBUTE_HIDDEN | stat.FILE_ATTRIBUTE_SYSTEM))
+
+
+def _size(n: int) -> str:
+    """A byte count for a message: '512 bytes', '300 kb', '1.5 mb', '12 mb', '2.0 gb'."""
+    for unit, scale in (("gb", 2**30), ("mb", 2**20), ("kb", 2**10)):
+        if n >= scale:
+            value = n / scale
+            return f"{value:.1f} {unit}" if value < 10 else f"{value:.0f} {unit}"
+    return f"{n} bytes"
+
+
+def _os_reason(exc: OSError) -> str:
+    """One lowercase line for an OSError, without the path (the Skip carries it)."""
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    text = (exc.strerror or type(exc).__name__).lower()
+    return f"cannot read: {text}"

@@ -42,6 +42,66 @@ def _route_log(level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
         log.debug("%s", message)
 
 
+def _load_ggml_base() -> Any:
+    from llama_cpp import _ctypes_extensions
+
+    lib = _ctypes_extensions.load_shared_library("ggml-base", Path(lc.__file__).parent / "lib")
+    lib.ggml_get_name.argtypes = [ctypes.c_void_p]
+    lib.ggml_get_name.restype = ctypes.c_char_p
+    lib.ggml_nrows.argtypes = [ctypes.c_void_p]
+    lib.ggml_nrows.restype = ctypes.c_int64
+    lib.ggml_nbytes.argtypes = [ctypes.c_void_p]
+    lib.ggml_nbytes.restype = ctypes.c_size_t
+    lib.ggml_backend_tensor_get.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t]
+    lib.ggml_backend_tensor_get.restype = None
+    return lib
+
+
+class _NormCapture:
+    """A cb_eval hook that copies the `result_norm` tensor (the final RMS norm) out of each decode.
+
+    With embeddings off and only the last token of each sequence marked as an output, that tensor
+    holds exactly the rows last-token pooling would return, and the output layer runs on those
+    few rows only.
+    """
+
+    TENSOR = b"result_norm"
+
+    def __init__(self, n_embd: int):
+        self.n_embd = n_embd
+        self.rows: list[np.ndarray] = []
+        self._ggml = _load_ggml_base()
+        self.callback = lc.ggml_backend_sched_eval_callback(self._on_tensor)  # keep a reference
+
+    def _on_tensor(self, tensor: int, ask: bool, _user_data: int) -> bool:
+        name = self._ggml.ggml_get_name(tensor)
+        if name != self.TENSOR:
+            return False if ask else True
+        if ask:
+            return True
+        nrows = int(self._ggml.ggml_nrows(tensor))
+        if nrows > 0:
+            nbytes = int(self._ggml.ggml_nbytes(tensor))
+            if nbytes != nrows * self.n_embd * 4:  # not float32 [n_embd, rows]: refuse, loudly
+                self.rows.append(np.full((nrows, self.n_embd), np.nan, dtype=np.float32))
+                return True
+            out = np.empty((nrows, self.n_embd), dtype=np.float32)
+            self._ggml.ggml_backend_tensor_get(tensor, out.ctypes.data, 0, nbytes)
+            self.rows.append(out)
+        return True
+
+    def take_last(self, n: int) -> np.ndarray:
+        """The rows of the last decode that produced outputs; checks there are n of them."""
+        if not self.rows or self.rows[-1].shape[0] != n:
+            got = self.rows[-1].shape[0] if self.rows else 0
+            raise LauncherError(f"captured {got} output rows from llama.cpp, expected {n}")
+        rows = self.rows[-1]
+        self.rows.clear()
+        if not np.isfinite(rows).all():
+            raise LauncherError("llama.cpp returned a non-float32 or non-finite final norm")
+        return rows
+
+
 _backend_lock = threading.Lock()
 _backend_ready = False
 
@@ -93,6 +153,9 @@ class LlamaOptions:
     mmproj_on_gpu: bool = True  # only matters when the build has GPU offload
     image_min_pixels: int = MIN_PIXELS
     image_max_pixels: int = MAX_PIXELS
+    # Last-token models: read the final norm of the last token only, instead of letting embedding
+    # mode run the 151,936-wide output layer on every token. Same vector, ~20% faster on a 2B model.
+    last_token_capture: bool = True
 
 
 def default_threads() -> int:
@@ -160,7 +223,6 @@ class LlamaEmbedder(Embedder):
         if not self._model:
             raise ModelError(f"cannot load model {self.model_path}: the file is corrupt or not a supported gguf")
         self.n_ctx_train = int(lc.llama_model_n_ctx_train(self._model))
-        self.dims = int(lc.llama_model_n_embd_out(self._model))
         self.has_encoder = bool(lc.llama_model_has_encoder(self._model))
         self._vocab = lc.llama_model_get_vocab(self._model)
 
@@ -175,16 +237,28 @@ class LlamaEmbedder(Embedder):
         cparams.n_seq_max = opts.n_seq_max
         cparams.n_threads = self.n_threads
         cparams.n_threads_batch = self.n_threads
-        cparams.embeddings = True
         cparams.kv_unified = True  # n_ctx is shared by the sequences of one decode
-        if self.chat_format:
-            cparams.pooling_type = lc.LLAMA_POOLING_TYPE_LAST
+        # The CPU flash-attention kernel drifts on long inputs (cosine 0.99976 against the reference
+        # for an 1800-token image, 0.9999998 without it); exact vectors matter more here.
+        cparams.flash_attn_type = lc.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        self.dims = int(lc.llama_model_n_embd_out(self._model))
+        self._capture: _NormCapture | None = None
+        if self.chat_format and opts.last_token_capture:
+            self._capture = _NormCapture(self.dims)
+            cparams.embeddings = False
+            cparams.cb_eval = self._capture.callback
+            cparams.cb_eval_user_data = None
+        else:
+            cparams.embeddings = True
+            if self.chat_format:
+                cparams.pooling_type = lc.LLAMA_POOLING_TYPE_LAST
         self._ctx = lc.llama_init_from_model(self._model, cparams)
         if not self._ctx:
             raise ModelError(f"cannot create a llama.cpp context for {self.model_path} (n_ctx={n_ctx}): out of memory?")
-        if lc.llama_pooling_type(self._ctx) == lc.LLAMA_POOLING_TYPE_NONE:
+        if self._capture is None and lc.llama_pooling_type(self._ctx) == lc.LLAMA_POOLING_TYPE_NONE:
             raise ModelError(f"model {self.model_path.name} has no pooling: it is not an embedding model")
-        self.n_ctx = int(lc.llama_n_ctx(self._ctx))
+        # llama.cpp rounds the context up (to a multiple of 256); the limit is what was asked for.
+        self.n_ctx = min(n_ctx, int(lc.llama_n_ctx(self._ctx)))
         self.n_batch = n_batch
         self.max_tokens = self.n_ctx
         self.batch_size = opts.n_seq_max
@@ -311,6 +385,8 @@ class LlamaEmbedder(Embedder):
 
     def _clear_memory(self) -> None:
         lc.llama_memory_clear(lc.llama_get_memory(self._ctx), True)
+        if self._capture is not None:
+            self._capture.rows.clear()
 
     def _read_seq(self, seq_id: int) -> np.ndarray:
         ptr = lc.llama_get_embeddings_seq(self._ctx, seq_id)
@@ -352,8 +428,11 @@ class LlamaEmbedder(Embedder):
                     b.logits[k] = pos == len(toks) - 1
                     k += 1
             self._decode(k)
-            for seq_id, idx in enumerate(group):
-                out[idx] = self._read_seq(seq_id)
+            if self._capture is not None:
+                out[group] = self._capture.take_last(len(group))
+            else:
+                for seq_id, idx in enumerate(group):
+                    out[idx] = self._read_seq(seq_id)
         return out
 
     def _embed_long(self, tokens: list[int]) -> np.ndarray:
@@ -369,6 +448,8 @@ class LlamaEmbedder(Embedder):
                 b.seq_id[k][0] = 0
                 b.logits[k] = start + k == len(tokens) - 1
             self._decode(len(piece))
+        if self._capture is not None:
+            return self._capture.take_last(1)[0]
         return self._read_seq(0)
 
     def _embed_multimodal(self, item: EmbedInput) -> np.ndarray:
@@ -400,6 +481,8 @@ class LlamaEmbedder(Embedder):
             rc = mt.mtmd_helper_eval_chunks(self._mctx, self._ctx, chunks, 0, 0, self.n_batch, True, ctypes.byref(new_n_past))
             if rc != 0:
                 raise LauncherError(f"mtmd could not evaluate the input (code {rc})")
+            if self._capture is not None:
+                return self._capture.take_last(1)[0]
             return self._read_seq(0)
         finally:
             if chunks:

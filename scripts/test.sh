@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The test command (README, .ci/run): installs what the suite needs on a fresh machine, then runs it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages the tests drive for real (none yet beyond the base image).
+DEB_PACKAGES=()
+if [ "${#DEB_PACKAGES[@]}" -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    missing=()
+    for p in "${DEB_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+    if [ "${#missing[@]}" -gt 0 ]; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+fi
+
+# llama-cpp-python is compiled from source by pip (about 5 minutes on 2 cores, cached afterwards).
+python3 -m pip install -q --disable-pip-version-check -e ".[test]"
+python3 -m ruff check launcher tests scripts bench
+python3 -m pytest -q "$@"

@@ -6,7 +6,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -25,20 +25,41 @@ app.add_typer(models_app, name="models")
 
 # Shared options, so that every command spells them the same way.
 ModelOpt = Annotated[
-    Optional[str],
-    typer.Option("--model", help="Catalogue name (see `launcher models list`), 'minilm', or a .gguf path. [env: LAUNCHER_MODEL]"),
+    str | None,
+    typer.Option(
+        "--model",
+        help="Catalogue name (see `launcher models list`), 'minilm', or a .gguf path. [env: LAUNCHER_MODEL]",
+    ),
 ]
 MmprojOpt = Annotated[
-    Optional[Path], typer.Option("--mmproj", help="The vision projector .gguf that goes with a Qwen3-VL model. [env: LAUNCHER_MMPROJ]")
+    Path | None,
+    typer.Option(
+        "--mmproj", help="The vision projector .gguf that goes with a Qwen3-VL model. [env: LAUNCHER_MMPROJ]"
+    ),
 ]
 DimsOpt = Annotated[
-    Optional[int], typer.Option("--dims", min=1, help="Matryoshka truncation: keep the first N dimensions (renormalised). [env: LAUNCHER_DIMS]")
+    int | None,
+    typer.Option(
+        "--dims",
+        min=1,
+        help="Matryoshka truncation: keep the first N dimensions (renormalised). [env: LAUNCHER_DIMS]",
+    ),
 ]
-ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads (default: physical cores). [env: LAUNCHER_THREADS]")]
+ThreadsOpt = Annotated[
+    int | None,
+    typer.Option("--threads", min=1, help="CPU threads (default: physical cores). [env: LAUNCHER_THREADS]"),
+]
 GpuOpt = Annotated[
-    Optional[int], typer.Option("--gpu-layers", help="Layers to offload to the GPU (-1: all) when llama.cpp was built with CUDA/Metal. [env: LAUNCHER_GPU_LAYERS]")
+    int | None,
+    typer.Option(
+        "--gpu-layers",
+        help="Layers to offload to the GPU (-1: all) when llama.cpp was built with CUDA/Metal. [env: LAUNCHER_GPU_LAYERS]",
+    ),
 ]
-CtxOpt = Annotated[Optional[int], typer.Option("--ctx", min=16, help="Longest input in tokens (default 4096). [env: LAUNCHER_CTX]")]
+CtxOpt = Annotated[
+    int | None,
+    typer.Option("--ctx", min=16, help="Longest input in tokens (default 4096). [env: LAUNCHER_CTX]"),
+]
 
 
 def _engine_options(threads: int | None, gpu_layers: int | None, ctx: int | None):  # type: ignore[no-untyped-def]
@@ -58,10 +79,20 @@ def _engine_options(threads: int | None, gpu_layers: int | None, ctx: int | None
 def embed(
     model: ModelOpt = None,
     mmproj: MmprojOpt = None,
-    text: Annotated[Optional[list[str]], typer.Option("--text", help="Text to embed; repeat to add more texts to the same input.")] = None,
-    image: Annotated[Optional[list[Path]], typer.Option("--image", help="Image file; repeat for several images in the same input.")] = None,
+    text: Annotated[
+        list[str] | None,
+        typer.Option("--text", help="Text to embed; repeat to add more texts to the same input."),
+    ] = None,
+    image: Annotated[
+        list[Path] | None,
+        typer.Option("--image", help="Image file; repeat for several images in the same input."),
+    ] = None,
     instruction: Annotated[
-        Optional[str], typer.Option("--instruction", help="The task instruction (system message). Default: \"Represent the user's input.\"")
+        str | None,
+        typer.Option(
+            "--instruction",
+            help='The task instruction (system message). Default: "Represent the user\'s input."',
+        ),
     ] = None,
     dims: DimsOpt = None,
     threads: ThreadsOpt = None,
@@ -73,7 +104,10 @@ def embed(
     from launcher.engine import EmbedInput, load_embedder
     from launcher.models import resolve_model
 
-    resolved = resolve_model(config.resolve("model", model), str(config.resolve("mmproj", mmproj)) if config.resolve("mmproj", mmproj) else None)
+    resolved = resolve_model(
+        config.resolve("model", model),
+        str(config.resolve("mmproj", mmproj)) if config.resolve("mmproj", mmproj) else None,
+    )
     item = EmbedInput(texts=list(text or []), images=[str(p) for p in image or []], instruction=instruction)
     with load_embedder(resolved.path, resolved.mmproj, _engine_options(threads, gpu_layers, ctx)) as embedder:
         vector = embedder.embed_one(item, dims=config.resolve("dims", dims))
@@ -81,11 +115,216 @@ def embed(
         sys.stdout.write(json.dumps({"embedding": [float(x) for x in vector]}) + "\n")
     else:
         head = ", ".join(f"{x:+.4f}" for x in vector[:6])
-        typer.echo(f"{resolved.name}: {vector.shape[0]} dims, norm {float((vector**2).sum() ** 0.5):.4f}: [{head}, ...]")
+        typer.echo(
+            f"{resolved.name}: {vector.shape[0]} dims, norm {float((vector**2).sum() ** 0.5):.4f}: [{head}, ...]"
+        )
+
+
+IndexDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--index-dir",
+        help="Where the index lives (default: <LAUNCHER_HOME>/index). [env: LAUNCHER_INDEX_DIR]",
+    ),
+]
+
+
+def _index_dir(flag: Path | None) -> Path:
+    value = config.resolve("index_dir", str(flag) if flag else None)
+    return Path(value).expanduser() if value else config.default_index_dir()
+
+
+def _parse_date(value: str | None, flag: str):  # type: ignore[no-untyped-def]
+    from datetime import datetime
+
+    if value is None:
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(
+            f"{value!r} is not a date like 2023-04-30 or 2023-04-30T12:00", param_hint=flag
+        ) from None
+
+
+@app.command()
+def index(
+    paths: Annotated[list[Path], typer.Argument(help="Folders (or files) to index.")],
+    index_dir: IndexDirOpt = None,
+    model: ModelOpt = None,
+    mmproj: MmprojOpt = None,
+    exclude: Annotated[
+        list[str] | None,
+        typer.Option("--exclude", help="Glob of paths to leave out (repeatable), e.g. '*.log' or 'build/'."),
+    ] = None,
+    dims: DimsOpt = None,
+    storage: Annotated[
+        str | None,
+        typer.Option("--storage", help="Vector storage: float16 (default) or int8. [env: LAUNCHER_STORAGE]"),
+    ] = None,
+    max_file_mb: Annotated[
+        int, typer.Option("--max-file-mb", min=1, help="Skip files larger than this (MB).")
+    ] = 1024,
+    max_image_mp: Annotated[
+        int,
+        typer.Option(
+            "--max-image-mp", min=1, help="Skip images with more megapixels than this (decompression bombs)."
+        ),
+    ] = 64,
+    include_hidden: Annotated[
+        bool, typer.Option("--include-hidden", help="Also index hidden files and folders.")
+    ] = False,
+    follow_symlinks: Annotated[
+        bool, typer.Option("--follow-symlinks", help="Follow symlinked folders (loops are detected).")
+    ] = False,
+    no_embed: Annotated[
+        bool,
+        typer.Option("--no-embed", help="Only read files (names and text become searchable); embed later."),
+    ] = False,
+    threads: ThreadsOpt = None,
+    gpu_layers: GpuOpt = None,
+    ctx: CtxOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Build or refresh the index: scan, read, then embed (recent and small files first)."""
+    from launcher.jobs import run_index
+
+    run_index(
+        paths,
+        index_dir=_index_dir(index_dir),
+        model=config.resolve("model", model),
+        mmproj=config.resolve("mmproj", str(mmproj) if mmproj else None),
+        excludes=list(exclude or []),
+        dims=config.resolve("dims", dims),
+        storage=config.resolve("storage", storage),
+        max_file_mb=max_file_mb,
+        max_image_mp=max_image_mp,
+        include_hidden=include_hidden,
+        follow_symlinks=follow_symlinks,
+        embed=not no_embed,
+        engine_options=_engine_options(threads, gpu_layers, ctx),
+        as_json=as_json,
+    )
+
+
+@app.command()
+def search(
+    query: Annotated[
+        str | None, typer.Argument(help="What you are looking for, in your own words.")
+    ] = None,
+    image: Annotated[
+        Path | None, typer.Option("--image", help="Search with an image (alone or with the text).")
+    ] = None,
+    index_dir: IndexDirOpt = None,
+    top: Annotated[int, typer.Option("--top", min=1, max=1000, help="How many files to show.")] = 10,
+    kind: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--kind",
+            help="Only these kinds (repeatable): text, code, html, markdown, pdf, image, video, office, ebook, other.",
+        ),
+    ] = None,
+    under: Annotated[Path | None, typer.Option("--under", help="Only files under this folder.")] = None,
+    after: Annotated[
+        str | None, typer.Option("--after", help="Only files modified on or after this date (YYYY-MM-DD).")
+    ] = None,
+    before: Annotated[
+        str | None, typer.Option("--before", help="Only files modified before this date (YYYY-MM-DD).")
+    ] = None,
+    min_score: Annotated[
+        float | None,
+        typer.Option("--min-score", help="Hide hits scoring below this. [env: LAUNCHER_MIN_SCORE]"),
+    ] = None,
+    model: ModelOpt = None,
+    mmproj: MmprojOpt = None,
+    threads: ThreadsOpt = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print hits as a JSON list (path, score, kind, locator, snippet).")
+    ] = False,
+) -> None:
+    """Search the index from the shell."""
+    from launcher.records import KINDS
+    from launcher.searcher import Query, Searcher, hit_to_json
+
+    for k in kind or []:
+        if k not in KINDS:
+            raise typer.BadParameter(f"{k!r} is not one of {', '.join(KINDS)}", param_hint="--kind")
+    if image is not None and not image.is_file():
+        raise typer.BadParameter(f"no such file: {image}", param_hint="--image")
+    q = Query(
+        text=query or "",
+        image=image,
+        top_k=top,
+        kinds=list(kind or []),
+        under=str(under.expanduser().resolve()) if under else None,
+        after=_parse_date(after, "--after"),
+        before=_parse_date(before, "--before"),
+        min_score=config.resolve("min_score", min_score),
+    )
+    searcher = Searcher(
+        _index_dir(index_dir),
+        model=config.resolve("model", model),
+        mmproj=config.resolve("mmproj", str(mmproj) if mmproj else None),
+        engine_options=_engine_options(threads, None, None),
+    )
+    try:
+        hits = searcher.search(q)
+    finally:
+        searcher.close()
+    if as_json:
+        sys.stdout.write(json.dumps([hit_to_json(h) for h in hits], ensure_ascii=True) + "\n")
+        return
+    if not hits:
+        typer.echo("no matches")
+        return
+    for i, h in enumerate(hits, 1):
+        where = h.locator.describe()
+        typer.echo(f"{i:>2}. {h.score:.3f}  {h.path}" + (f"  ({where})" if where else ""))
+        if h.snippet:
+            typer.echo("      " + " ".join(h.snippet.split())[:160])
+
+
+@app.command()
+def status(
+    index_dir: IndexDirOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
+) -> None:
+    """What is indexed: roots, counts by kind, model, size on disk, last update, failures."""
+    from launcher.jobs import status_report
+
+    report = status_report(_index_dir(index_dir))
+    if as_json:
+        typer.echo(json.dumps(report, indent=2, ensure_ascii=True))
+        return
+    from launcher.jobs import format_status
+
+    typer.echo(format_status(report))
+
+
+@app.command()
+def doctor(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the checks as JSON.")] = False,
+) -> None:
+    """What is installed, what the CPU can do, whether GPU offload works, which models are found."""
+    from launcher.jobs import doctor_report
+
+    report = doctor_report()
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    for key, value in report.items():
+        if isinstance(value, dict):
+            typer.echo(f"{key}:")
+            for k, v in value.items():
+                typer.echo(f"  {k}: {v}")
+        else:
+            typer.echo(f"{key}: {value}")
 
 
 @models_app.command("list")
-def models_list(as_json: Annotated[bool, typer.Option("--json", help="Print the catalogue as JSON.")] = False) -> None:
+def models_list(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the catalogue as JSON.")] = False,
+) -> None:
     """Known models, whether they are downloaded, and where they are."""
     from launcher import models
 
@@ -127,7 +366,9 @@ def models_list(as_json: Annotated[bool, typer.Option("--json", help="Print the 
 
 
 @models_app.command("pull")
-def models_pull(name: Annotated[str, typer.Argument(help="A catalogue name from `launcher models list`.")]) -> None:
+def models_pull(
+    name: Annotated[str, typer.Argument(help="A catalogue name from `launcher models list`.")],
+) -> None:
     """Download a model and its mmproj from Hugging Face (resumable)."""
     from launcher import models
 
@@ -138,6 +379,11 @@ def models_pull(name: Annotated[str, typer.Argument(help="A catalogue name from 
 def main() -> None:
     """Entry point: run the app, turning library errors into one line on stderr and an exit code."""
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    # File names that are not valid UTF-8 arrive as surrogate escapes: print their original bytes,
+    # as ls does. JSON output escapes them (ensure_ascii), so it stays valid and round-trips.
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="surrogateescape")
     try:
         app()  # standalone: click prints usage errors (naming the bad flag) and exits 2
     except LauncherError as exc:

@@ -119,10 +119,16 @@ def resolve_model(name_or_path: str | None, mmproj: str | None = None) -> Resolv
         if name_or_path == "minilm" or name_or_path == "bundled":
             return ResolvedModel("all-minilm-l6-v2", bundled_text_model(), None, False)
         path = Path(name_or_path).expanduser()
+        if path.is_file() and path.resolve() == bundled_text_model().resolve():
+            return ResolvedModel("all-minilm-l6-v2", path, None, False)
         if not path.exists():
             known = ", ".join(e.name for e in CATALOG if e.role == "embedding")
-            raise ModelError(f"model not found: {name_or_path} (give a .gguf path or one of: {known}, minilm)")
-        return ResolvedModel(path.stem, path, Path(mmproj).expanduser() if mmproj else None, mmproj is not None)
+            raise ModelError(
+                f"model not found: {name_or_path} (give a .gguf path or one of: {known}, minilm)"
+            )
+        return ResolvedModel(
+            path.stem, path, Path(mmproj).expanduser() if mmproj else None, mmproj is not None
+        )
     for name in ("qwen3-vl-embedding-8b", "qwen3-vl-embedding-2b"):
         e = entry(name)
         if e is not None and is_pulled(e):
@@ -130,7 +136,9 @@ def resolve_model(name_or_path: str | None, mmproj: str | None = None) -> Resolv
             return ResolvedModel(e.name, model, Path(mmproj) if mmproj else mm, True)
     bundled = bundled_text_model()
     if not bundled.is_file():
-        raise ModelError(f"no model found: the bundled text model {bundled} is missing; run `launcher models pull qwen3-vl-embedding-2b`")
+        raise ModelError(
+            f"no model found: the bundled text model {bundled} is missing; run `launcher models pull qwen3-vl-embedding-2b`"
+        )
     return ResolvedModel("all-minilm-l6-v2", bundled, None, False)
 
 
@@ -158,5 +166,7 @@ def pull(name: str, *, progress: bool = True) -> tuple[Path, Path | None]:
                     f"cannot reach huggingface.co to download {e.repo}/{filename}: you seem to be offline; "
                     f"copy the file into {model.parent} by hand or retry when online"
                 ) from None
-            raise LauncherError(f"download of {e.repo}/{filename} failed: {kind}: {exc}".splitlines()[0]) from None
+            raise LauncherError(
+                f"download of {e.repo}/{filename} failed: {kind}: {exc}".splitlines()[0]
+            ) from None
     return model, mm

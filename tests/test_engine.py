@@ -16,7 +16,7 @@ from launcher.engine import EmbedInput, load_embedder, truncate_dims
 from launcher.engine.imageprep import prepare_image, smart_resize
 from launcher.engine.prompt import build_prompt, normalize_instruction
 from launcher.errors import InputError, InputTooLong, ModelError
-from tests.conftest import MINILM, ROOT, TINY, TINY_F16, TINY_MMPROJ, TINY_Q8, _options
+from tests.conftest import MINILM, ROOT, TINY, TINY_F16, TINY_MMPROJ, _options
 
 
 def _image_path(rel: str) -> Path:
@@ -72,7 +72,7 @@ def test_templated_prompts_equal_the_reference(reference: list[dict[str, Any]]) 
 def test_smart_resize_matches_reference_sizes(reference: list[dict[str, Any]]) -> None:
     checked = 0
     for case in reference:
-        for rel, (w, h) in zip(case.get("images") or [], case.get("resized") or []):
+        for rel, (w, h) in zip(case.get("images") or [], case.get("resized") or [], strict=True):
             prepared = prepare_image(_image_path(rel))
             assert (prepared.width, prepared.height) == (w, h), (case["name"], rel)
             checked += 1
@@ -112,11 +112,13 @@ def test_f16_parity_with_reference(tiny_vl: Any, reference: list[dict[str, Any]]
 
 def test_image_token_counts_equal_the_reference(tiny_vl: Any, reference: list[dict[str, Any]]) -> None:
     for case in reference:
-        for rel, expected in zip(case.get("images") or [], case.get("image_token_counts") or []):
+        for rel, expected in zip(case.get("images") or [], case.get("image_token_counts") or [], strict=True):
             assert tiny_vl.count_image_tokens(str(_image_path(rel))) == expected, (case["name"], rel)
 
 
-def test_quantized_model_embeds_without_crashing_and_stays_close(tiny_q8: Any, reference: list[dict[str, Any]]) -> None:
+def test_quantized_model_embeds_without_crashing_and_stays_close(
+    tiny_q8: Any, reference: list[dict[str, Any]]
+) -> None:
     # Q8_0 segfaults in ggml's AMX path on CPUs that advertise AMX unless the engine prevents it.
     for case in reference:
         vec = tiny_q8.embed_one(_input(case))
@@ -234,7 +236,10 @@ def test_input_over_the_context_is_refused_not_truncated() -> None:
 def test_image_without_mmproj_is_a_clear_error(tmp_path: Path) -> None:
     img = tmp_path / "a.png"
     Image.new("RGB", (40, 40)).save(img)
-    with load_embedder(TINY_F16, None, _options()) as e, pytest.raises(InputError, match="cannot embed images"):
+    with (
+        load_embedder(TINY_F16, None, _options()) as e,
+        pytest.raises(InputError, match="cannot embed images"),
+    ):
         e.embed_image(img)
 
 
@@ -242,7 +247,9 @@ def test_image_without_mmproj_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "launcher.cli", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "launcher.cli", *args], capture_output=True, text=True, timeout=300
+    )
 
 
 def test_cli_embed_json_mixed_input_equals_library(tiny_vl: Any, reference: list[dict[str, Any]]) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from launcher.engine.base import EmbedInput, Embedder, l2_normalize, truncate_dims
+from launcher.engine.base import Embedder, EmbedInput, l2_normalize, truncate_dims
 from launcher.engine.prompt import DEFAULT_INSTRUCTION, DOCUMENT_INSTRUCTION, QUERY_INSTRUCTION
 
 if TYPE_CHECKING:

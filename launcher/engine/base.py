@@ -101,7 +101,7 @@ class Embedder(ABC):
         """What the vectors depend on, stamped into an index so models are never mixed."""
         return {"name": self.name, "dims": self.dims}
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, most embedders hold no native resources
         """Free native resources; safe to call twice."""
 
     def __enter__(self) -> Embedder:

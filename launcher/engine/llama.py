@@ -7,6 +7,7 @@ Every native resource is owned here and freed in reverse order by `close()`.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import logging
@@ -17,21 +18,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import llama_cpp as lc  # noqa: E402  (kept after our imports: loading it starts the native library)
 import numpy as np
+from llama_cpp import mtmd_cpp as mt  # noqa: E402
 
 from launcher.engine import gguf_meta
-from launcher.engine.base import EmbedInput, Embedder, l2_normalize
+from launcher.engine.base import Embedder, EmbedInput, l2_normalize
 from launcher.engine.imageprep import FACTOR, MAX_PIXELS, MIN_PIXELS, prepare_image
 from launcher.engine.prompt import MEDIA_MARKER, build_prompt
 from launcher.errors import InputError, InputTooLong, LauncherError, ModelError
 from launcher.records import Matrix
 
-import llama_cpp as lc  # noqa: E402  (kept after our imports: loading it starts the native library)
-from llama_cpp import mtmd_cpp as mt  # noqa: E402
-
 log = logging.getLogger("launcher.llama")
 
 CHAT_ARCHITECTURES = {"qwen3vl", "qwen3vlmoe"}
+
 
 @lc.llama_log_callback
 def _route_log(level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
@@ -52,7 +53,12 @@ def _load_ggml_base() -> Any:
     lib.ggml_nrows.restype = ctypes.c_int64
     lib.ggml_nbytes.argtypes = [ctypes.c_void_p]
     lib.ggml_nbytes.restype = ctypes.c_size_t
-    lib.ggml_backend_tensor_get.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t]
+    lib.ggml_backend_tensor_get.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.c_size_t,
+        ctypes.c_size_t,
+    ]
     lib.ggml_backend_tensor_get.restype = None
     return lib
 
@@ -76,7 +82,7 @@ class _NormCapture:
     def _on_tensor(self, tensor: int, ask: bool, _user_data: int) -> bool:
         name = self._ggml.ggml_get_name(tensor)
         if name != self.TENSOR:
-            return False if ask else True
+            return not ask
         if ask:
             return True
         nrows = int(self._ggml.ggml_nrows(tensor))
@@ -172,7 +178,12 @@ def default_threads() -> int:
 class LlamaEmbedder(Embedder):
     """Embeddings from a GGUF model through llama.cpp, with an optional mmproj for images."""
 
-    def __init__(self, model_path: str | Path, mmproj_path: str | Path | None = None, options: LlamaOptions | None = None):
+    def __init__(
+        self,
+        model_path: str | Path,
+        mmproj_path: str | Path | None = None,
+        options: LlamaOptions | None = None,
+    ):
         self.options = options or LlamaOptions()
         self.model_path = Path(model_path).expanduser()
         self.mmproj_path = Path(mmproj_path).expanduser() if mmproj_path else None
@@ -184,14 +195,18 @@ class LlamaEmbedder(Embedder):
 
         meta = gguf_meta.read_metadata(self.model_path)
         if gguf_meta.is_mmproj(meta):
-            raise ModelError(f"{self.model_path} is an mmproj (vision projector), not a model: pass it as --mmproj")
+            raise ModelError(
+                f"{self.model_path} is an mmproj (vision projector), not a model: pass it as --mmproj"
+            )
         self.architecture = gguf_meta.architecture(meta)
         self.chat_format = self.architecture in CHAT_ARCHITECTURES
         self.name = str(meta.get("general.name") or self.model_path.stem)
         if self.mmproj_path is not None:
             mmeta = gguf_meta.read_metadata(self.mmproj_path)
             if not gguf_meta.is_mmproj(mmeta):
-                raise ModelError(f"{self.mmproj_path} is not an mmproj file (its architecture is {gguf_meta.architecture(mmeta)!r})")
+                raise ModelError(
+                    f"{self.mmproj_path} is not an mmproj file (its architecture is {gguf_meta.architecture(mmeta)!r})"
+                )
             if not self.chat_format:
                 raise ModelError(
                     f"model {self.model_path.name} ({self.architecture}) is text-only and cannot use an mmproj; "
@@ -221,7 +236,9 @@ class LlamaEmbedder(Embedder):
         mparams.use_extra_bufts = False
         self._model = lc.llama_model_load_from_file(str(self.model_path).encode(), mparams)
         if not self._model:
-            raise ModelError(f"cannot load model {self.model_path}: the file is corrupt or not a supported gguf")
+            raise ModelError(
+                f"cannot load model {self.model_path}: the file is corrupt or not a supported gguf"
+            )
         self.n_ctx_train = int(lc.llama_model_n_ctx_train(self._model))
         self.has_encoder = bool(lc.llama_model_has_encoder(self._model))
         self._vocab = lc.llama_model_get_vocab(self._model)
@@ -254,7 +271,9 @@ class LlamaEmbedder(Embedder):
                 cparams.pooling_type = lc.LLAMA_POOLING_TYPE_LAST
         self._ctx = lc.llama_init_from_model(self._model, cparams)
         if not self._ctx:
-            raise ModelError(f"cannot create a llama.cpp context for {self.model_path} (n_ctx={n_ctx}): out of memory?")
+            raise ModelError(
+                f"cannot create a llama.cpp context for {self.model_path} (n_ctx={n_ctx}): out of memory?"
+            )
         if self._capture is None and lc.llama_pooling_type(self._ctx) == lc.LLAMA_POOLING_TYPE_NONE:
             raise ModelError(f"model {self.model_path.name} has no pooling: it is not an embedding model")
         # llama.cpp rounds the context up (to a multiple of 256); the limit is what was asked for.
@@ -266,7 +285,9 @@ class LlamaEmbedder(Embedder):
 
         if self.mmproj_path is not None:
             mparams_mt = mt.mtmd_context_params_default()
-            mparams_mt.use_gpu = bool(opts.mmproj_on_gpu and opts.n_gpu_layers and lc.llama_supports_gpu_offload())
+            mparams_mt.use_gpu = bool(
+                opts.mmproj_on_gpu and opts.n_gpu_layers and lc.llama_supports_gpu_offload()
+            )
             mparams_mt.n_threads = self.n_threads  # mtmd's default is hard-coded to 4
             mparams_mt.print_timings = False
             mparams_mt.warmup = False
@@ -314,10 +335,8 @@ class LlamaEmbedder(Embedder):
             self._model = None
 
     def __del__(self) -> None:
-        try:
+        with contextlib.suppress(Exception):
             self.close()
-        except Exception:
-            pass
 
     # -- embedding ---------------------------------------------------------------------------
 
@@ -333,7 +352,8 @@ class LlamaEmbedder(Embedder):
 
     def tokenize(self, text: str) -> list[int]:
         """Token ids as this model sees them (special tokens parsed for chat-format models)."""
-        data = text.encode("utf-8")
+        # File names that are not valid UTF-8 reach us as surrogate escapes; the model sees U+FFFD.
+        data = text.encode("utf-8", errors="replace")
         add_special = not self.chat_format  # BERT wants [CLS]/[SEP]; Qwen adds nothing
         parse_special = self.chat_format
         cap = len(data) + 16
@@ -360,7 +380,11 @@ class LlamaEmbedder(Embedder):
                     if not self.supports_images:
                         raise InputError(
                             f"model {self.name} cannot embed images: "
-                            + ("pass its mmproj with --mmproj" if self.chat_format else "it is a text-only model")
+                            + (
+                                "pass its mmproj with --mmproj"
+                                if self.chat_format
+                                else "it is a text-only model"
+                            )
                         )
                     out[row] = self._embed_multimodal(item)
                 else:
@@ -412,7 +436,9 @@ class LlamaEmbedder(Embedder):
                 continue
             group: list[int] = []
             total = 0
-            while i < len(seqs) and len(group) < self.options.n_seq_max and total + len(seqs[i]) <= self.n_batch:
+            while (
+                i < len(seqs) and len(group) < self.options.n_seq_max and total + len(seqs[i]) <= self.n_batch
+            ):
                 group.append(i)
                 total += len(seqs[i])
                 i += 1
@@ -454,8 +480,11 @@ class LlamaEmbedder(Embedder):
 
     def _embed_multimodal(self, item: EmbedInput) -> np.ndarray:
         opts = self.options
-        prepared = [prepare_image(img, min_pixels=opts.image_min_pixels, max_pixels=opts.image_max_pixels) for img in item.images]
-        prompt = self.prompt_for(item, media_marker=True).encode("utf-8")
+        prepared = [
+            prepare_image(img, min_pixels=opts.image_min_pixels, max_pixels=opts.image_max_pixels)
+            for img in item.images
+        ]
+        prompt = self.prompt_for(item, media_marker=True).encode("utf-8", errors="replace")
         bitmaps: list[Any] = []
         chunks = None
         try:
@@ -478,7 +507,9 @@ class LlamaEmbedder(Embedder):
             self._check_length(int(mt.mtmd_helper_get_n_tokens(chunks)))
             self._clear_memory()
             new_n_past = lc.llama_pos(0)
-            rc = mt.mtmd_helper_eval_chunks(self._mctx, self._ctx, chunks, 0, 0, self.n_batch, True, ctypes.byref(new_n_past))
+            rc = mt.mtmd_helper_eval_chunks(
+                self._mctx, self._ctx, chunks, 0, 0, self.n_batch, True, ctypes.byref(new_n_past)
+            )
             if rc != 0:
                 raise LauncherError(f"mtmd could not evaluate the input (code {rc})")
             if self._capture is not None:
@@ -492,4 +523,6 @@ class LlamaEmbedder(Embedder):
 
     def count_image_tokens(self, image: Any) -> int:
         """Visual tokens one image costs under the current pixel budget."""
-        return prepare_image(image, min_pixels=self.options.image_min_pixels, max_pixels=self.options.image_max_pixels).n_tokens
+        return prepare_image(
+            image, min_pixels=self.options.image_min_pixels, max_pixels=self.options.image_max_pixels
+        ).n_tokens

@@ -1,0 +1,106 @@
+"""Stage 2, diff: compare what the scan found with what the index holds.
+
+unchanged (same size and mtime) -> nothing to do, not even a read;
+moved or renamed (a vanished file's content hash reappears elsewhere) -> reuse its vectors;
+changed -> re-extract; gone -> remove. Only files whose size equals a vanished file's size are
+hashed during the diff, so a rename costs one read and an unchanged tree costs nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from launcher.records import FileRecord
+
+FULL_HASH_LIMIT = 64 << 20  # larger files (videos) are hashed by samples
+SAMPLE = 1 << 20
+
+
+def content_hash(path: str | Path, size: int | None = None) -> str:
+    """BLAKE2b of the content; for files over 64 MiB, of the size and five 1 MiB samples."""
+    p = Path(path)
+    if size is None:
+        size = p.stat().st_size
+    h = hashlib.blake2b(digest_size=16)
+    with p.open("rb") as f:
+        if size <= FULL_HASH_LIMIT:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        else:
+            h.update(str(size).encode())
+            for i in range(5):
+                f.seek((size - SAMPLE) * i // 4)
+                h.update(f.read(SAMPLE))
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class Known:
+    """What the index remembers about a file."""
+
+    file_id: str
+    size: int
+    mtime_ns: int
+    content_hash: str
+
+
+@dataclass
+class Plan:
+    """The work a scan implies."""
+
+    unchanged: int = 0
+    new: list[FileRecord] = field(default_factory=list)
+    changed: list[tuple[FileRecord, str]] = field(default_factory=list)  # (record, old file_id)
+    moved: list[tuple[FileRecord, str, str]] = field(default_factory=list)  # (record, file_id, hash)
+    removed: list[str] = field(default_factory=list)  # file ids
+
+    @property
+    def is_empty(self) -> bool:
+        """True when the index already matches the tree."""
+        return not (self.new or self.changed or self.moved or self.removed)
+
+
+def plan(records: Iterable[FileRecord], known: Mapping[str, Known], *, scanned_all: bool = True) -> Plan:
+    """Sort scanned files into unchanged / new / changed / moved, and find the removed ones.
+
+    With `scanned_all=False` (a partial scan, e.g. a few watched paths) nothing is removed.
+    """
+    result = Plan()
+    seen: set[str] = set()
+    fresh: list[FileRecord] = []
+    for rec in records:
+        seen.add(rec.path)
+        old = known.get(rec.path)
+        if old is None:
+            fresh.append(rec)
+        elif old.size == rec.size and old.mtime_ns == rec.mtime_ns:
+            result.unchanged += 1
+        else:
+            result.changed.append((rec, old.file_id))
+    if not scanned_all:
+        result.new = fresh
+        return result
+    vanished = {path: k for path, k in known.items() if path not in seen}
+    by_size: dict[int, list[Known]] = defaultdict(list)
+    for k in vanished.values():
+        by_size[k.size].append(k)
+    reused: set[str] = set()
+    for rec in fresh:
+        candidates = [k for k in by_size.get(rec.size, ()) if k.file_id not in reused]
+        if candidates:
+            try:
+                digest = content_hash(rec.path, rec.size)
+            except OSError:
+                digest = ""
+            match = next((k for k in candidates if digest and k.content_hash == digest), None)
+            if match is not None:
+                reused.add(match.file_id)
+                result.moved.append((rec, match.file_id, digest))
+                continue
+        result.new.append(rec)
+    result.removed = [k.file_id for k in vanished.values() if k.file_id not in reused]
+    return result

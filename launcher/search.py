@@ -1,0 +1,489 @@
+"""Stage 6, search: cosine over piece vectors, BM25 over piece texts, and file-name matches, fused.
+
+Per query:
+1. filters (kind, folder, date) become one boolean mask over files, and so over rows, before any
+   top-k: a filtered-out file can neither win nor push a match out;
+2. vector: the query against every piece vector in float32, block by block: float16 and int8 rows
+   are converted a cache-sized block at a time (NumPy's float16 arithmetic is ~9x slower) and
+   multiplied by single-threaded BLAS GEMV, with our own threads across blocks (see BLOCK_VALUES);
+   then the top rows by argpartition, grouped so each file counts once, with its best piece;
+3. keyword: BM25 over the postings the index built at write time; a file scores as its best piece,
+   normalised by the summed idf of the query terms found in the index (1.0 = the piece holds every
+   known query term about as often as an average piece);
+4. name: the query's words found whole in the file name (NFC + casefold, split on `_`, `.`,
+   `-`, case and digit changes, so `Tax_Form_2023.pdf` has `tax form 2023 pdf`), weighted by how
+   rare each word is among file names; a word that begins a name word counts half;
+5. fusion is a noisy-OR of the three, each read as evidence of relevance in [0, 1]:
+       score = 1 - (1 - cos+) (1 - KEYWORD_WEIGHT * keyword) (1 - NAME_WEIGHT * name)
+   The vector enters at full strength, so it dominates; keyword and name can only lift a file,
+   never sink one; a file matching one signal alone still has a score on the same scale, so one
+   threshold (min_score) serves every mode, including keyword-only search without a vector
+   (pieces not embedded yet, or no model). With these weights an exact file-name match scores
+   at least 0.6, on a par with a strong semantic match, so it surfaces among the top hits.
+   Reciprocal rank fusion was not chosen: it has no absolute scale, so it cannot say "nothing
+   here is relevant".
+6. min_score (DEFAULT_MIN_SCORE, 0.25) drops weak files; ties are broken by path, so equal
+   scores always list the same way.
+
+The per-snapshot caches (row -> file arrays, name blob, BM25 statistics) are built at the first
+query after a commit: O(pieces) array work (a few ms per 100k pieces) plus O(files) string joins.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import unicodedata
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from launcher import keywords
+from launcher.records import KINDS, Hit, Locator, Vector
+from launcher.store import FileColumns, Store
+
+# The cut for the fused score. Qwen3-Embedding-0.6B's model card prints cosine 0.7646 and 0.6000
+# for matching query/document pairs and 0.1414 and 0.1355 for crossed, unrelated ones; the 4B and
+# 8B models put unrelated pairs lower still (0.03-0.11). 0.25 sits ~0.1 above that unrelated level
+# and well below true matches, leaving room for text->image matches, which score lower than
+# text->text. Not yet measured on Qwen3-VL-Embedding itself: calibrate per model (the 99th
+# percentile of cosines between unrelated query/document pairs) and pass it as min_score.
+DEFAULT_MIN_SCORE = 0.25
+KEYWORD_WEIGHT = 0.4  # a full keyword match alone scores 0.4
+NAME_WEIGHT = 0.6  # an exact file-name match alone scores 0.6
+# Values per block: 2^18 float32 = 1 MiB, converted and multiplied while still in L2. It also keeps
+# each GEMV under OpenBLAS's multithreading threshold (~460k values): its own threads made small
+# GEMVs 10-100x slower whenever the cores were busy; we parallelise across blocks instead.
+BLOCK_VALUES = 1 << 18
+BLOCKS_PER_JOB = 32  # blocks per thread-pool task
+# Conversion and BLAS release the GIL, so blocks run on threads: half the cores (at most 4), as
+# the model, the UI or an indexer share the machine; on 2 busy cores a second thread only lost.
+THREADS = max(1, min(4, (os.cpu_count() or 2) // 2))
+SNIPPET_CHARS = 200
+MAX_TERMS = 64  # a pasted paragraph is matched on its first 64 distinct words
+
+F32 = npt.NDArray[np.float32]
+I32 = npt.NDArray[np.int32]
+I64 = npt.NDArray[np.int64]
+Mask = npt.NDArray[np.bool_]
+Time = datetime | float | int | None
+
+
+@dataclass(frozen=True)
+class _Signal:
+    """Per-file results of one signal: file positions, scores in [0, 1], best piece ids (-1: none)."""
+
+    ords: I32
+    scores: F32
+    pieces: I64
+
+
+_EMPTY = _Signal(np.zeros(0, np.int32), np.zeros(0, np.float32), np.zeros(0, np.int64))
+
+
+def search(
+    store: Store,
+    query_vector: Vector | None,
+    query_text: str,
+    *,
+    top_k: int = 10,
+    kinds: Iterable[str] | None = None,
+    under: str | None = None,
+    modified_after: Time = None,
+    modified_before: Time = None,
+    min_score: float | None = None,
+    keyword_weight: float = KEYWORD_WEIGHT,
+    name_weight: float = NAME_WEIGHT,
+) -> list[Hit]:
+    """The best files for a query vector and/or text, with their best piece; [] when nothing fits."""
+    if min_score is None:
+        min_score = DEFAULT_MIN_SCORE
+    cols = store.file_columns()
+    if len(cols) == 0 or top_k <= 0:
+        return []
+    allowed = _file_mask(store, cols, kinds, under, modified_after, modified_before)
+    terms = keywords.query_terms(query_text)[:MAX_TERMS]
+    pool = max(50, 5 * top_k)  # candidates taken from each signal before fusion
+
+    vec = _EMPTY
+    rows: tuple[F32, I32, I64] | None = None
+    if query_vector is not None:
+        rows = _row_scores(store, _as_query(query_vector, store.dims), allowed)
+        vec = _best_per_file(*rows, limit=pool)
+    kw = _bm25(store, terms, allowed) if terms else _EMPTY
+    nm = _names(store, cols, terms, allowed) if terms else _EMPTY
+
+    cand: dict[int, list[float]] = {}  # ord -> [vector, vector piece, keyword, keyword piece, name]
+    for o, s, p in zip(vec.ords.tolist(), vec.scores.tolist(), vec.pieces.tolist(), strict=True):
+        cand[o] = [min(s, 1.0), p, 0.0, -1, 0.0]
+    for sig, col in ((_top(kw, pool, cols.paths), 2), (_top(nm, pool, cols.paths), 4)):
+        for o, s, p in zip(sig.ords.tolist(), sig.scores.tolist(), sig.pieces.tolist(), strict=True):
+            c = cand.setdefault(o, [0.0, -1, 0.0, -1, 0.0])
+            c[col] = s
+            if col == 2:
+                c[3] = p
+    if not cand:
+        return []
+    # A file found by keyword or name also needs its vector score, and vice versa.
+    if rows is not None:
+        missing = np.array([o for o, c in cand.items() if c[1] == -1], dtype=np.int32)
+        if len(missing):
+            extra = _best_per_file(*rows, limit=None, only=missing, n_files=len(cols))
+            for o, s, p in zip(
+                extra.ords.tolist(), extra.scores.tolist(), extra.pieces.tolist(), strict=True
+            ):
+                cand[o][0], cand[o][1] = min(s, 1.0), p
+    for sig, col in ((kw, 2), (nm, 4)):
+        if len(sig.ords):
+            pos = {o: i for i, o in enumerate(sig.ords.tolist())}
+            for o, c in cand.items():
+                i = pos.get(o)
+                if i is not None and c[col] == 0.0:
+                    c[col] = float(sig.scores[i])
+                    if col == 2:
+                        c[3] = int(sig.pieces[i])
+
+    ranked: list[tuple[float, str, int]] = []
+    for o, (v, _, k, _, n) in cand.items():
+        fused = 1.0 - (1.0 - max(v, 0.0)) * (1.0 - keyword_weight * k) * (1.0 - name_weight * n)
+        if fused >= min_score:
+            ranked.append((fused, cols.paths[o], o))
+    ranked.sort(key=lambda r: (-r[0], r[1]))
+    return [_hit(store, cols, o, fused, cand[o], terms, keyword_weight) for fused, _, o in ranked[:top_k]]
+
+
+# --- filters -----------------------------------------------------------------------------------
+
+
+def _file_mask(
+    store: Store, cols: FileColumns, kinds: Iterable[str] | None, under: str | None, after: Time, before: Time
+) -> Mask:
+    """Allowed files as a mask of len(files) + 1; the extra last entry (False) is where row -> file
+    position -1 (a dead row) lands, so one gather masks dead rows and filtered files together."""
+    ok = np.ones(len(cols) + 1, dtype=bool)
+    ok[-1] = False
+    if kinds is not None:
+        kinds = set(kinds)
+        if kinds - set(KINDS):
+            raise ValueError(
+                f"unknown kind {sorted(kinds - set(KINDS))[0]!r}; known kinds: {', '.join(KINDS)}"
+            )
+        wanted = [KINDS.index(k) for k in kinds]
+        ok[:-1] &= np.isin(cols.kinds, np.array(wanted, dtype=np.uint8))
+    if after is not None:
+        ok[:-1] &= cols.mtime_ns >= _ns(after)
+    if before is not None:
+        ok[:-1] &= cols.mtime_ns < _ns(before)
+    if under is not None:
+        ok[:-1] &= _under(store, cols, under)
+    return ok
+
+
+def _ns(t: datetime | float | int) -> int:
+    return int(t.timestamp() * 1e9) if isinstance(t, datetime) else int(float(t) * 1e9)
+
+
+def _under(store: Store, cols: FileColumns, under: str) -> Mask:
+    """Files at or below a folder, matched on NFC paths; the folder as typed and as resolved."""
+    if "paths_nfc" not in store.cache:
+        store.cache["paths_nfc"] = [unicodedata.normalize("NFC", p) for p in cols.paths]
+    paths: list[str] = store.cache["paths_nfc"]
+    typed = os.path.normpath(os.path.abspath(os.path.expanduser(under)))
+    tops = {unicodedata.normalize("NFC", t) for t in (typed, os.path.realpath(typed))}
+    prefixes = tuple(t.rstrip(os.sep) + os.sep for t in tops)
+    return np.fromiter((p in tops or p.startswith(prefixes) for p in paths), dtype=bool, count=len(paths))
+
+
+# --- vectors -----------------------------------------------------------------------------------
+
+
+def _as_query(q: Vector, dims: int) -> F32:
+    """A unit float32 query of the index's width; a longer one is truncated (Matryoshka) first."""
+    q = np.asarray(q, dtype=np.float32).reshape(-1)
+    if q.shape[0] < dims:
+        raise ValueError(f"query vector has {q.shape[0]} dims, the index has {dims}")
+    q = q[:dims]
+    norm = float(np.linalg.norm(q))
+    if not np.isfinite(norm) or norm == 0.0:
+        raise ValueError("query vector is zero or not finite")
+    return (q / norm).astype(np.float32)
+
+
+def _row_arrays(store: Store) -> tuple[I32, I64, bool]:
+    """All vector rows' file positions and piece ids, concatenated, and whether every row is live
+    (once per snapshot)."""
+    if "rows" not in store.cache:
+        blocks = store.vector_blocks()
+        ords = np.concatenate([b.file_ords for b in blocks]) if blocks else np.zeros(0, np.int32)
+        pids = np.concatenate([np.asarray(b.piece_ids) for b in blocks]) if blocks else np.zeros(0, np.int64)
+        store.cache["rows"] = (ords, pids, bool((ords >= 0).all()))
+    return store.cache["rows"]  # type: ignore[no-any-return]
+
+
+def cosine_scores(store: Store, q: F32, threads: int = THREADS) -> F32:
+    """Cosine of q with every stored row (dead rows included), float32, block by block."""
+    blocks = store.vector_blocks()
+    total = sum(len(b.vectors) for b in blocks)
+    out = np.empty(total, dtype=np.float32)
+    rows = max(1, BLOCK_VALUES // max(1, store.dims))
+    jobs: list[tuple[npt.NDArray[Any], F32]] = []
+    pos = 0
+    for b in blocks:
+        n = len(b.vectors)
+        step = rows * BLOCKS_PER_JOB
+        for a in range(0, n, step):
+            jobs.append((b.vectors[a : a + step], out[pos + a : pos + min(n, a + step)]))
+        pos += n
+
+    def run(job: tuple[npt.NDArray[Any], F32]) -> None:
+        src, dst = job
+        buf = None if src.dtype == np.float32 else np.empty((min(rows, len(src)), src.shape[1]), np.float32)
+        for a in range(0, len(src), rows):
+            chunk = src[a : a + rows]
+            if buf is None:
+                block = chunk
+            elif chunk.dtype == np.float16:
+                block = _half_to_float(chunk, buf[: len(chunk)])
+            else:
+                block = buf[: len(chunk)]
+                np.copyto(block, chunk, casting="unsafe")
+            np.matmul(block, q, out=dst[a : a + len(chunk)])
+
+    if threads > 1 and len(jobs) > 1:
+        list(_executor(threads).map(run, jobs))
+    else:
+        for job in jobs:
+            run(job)
+    pos = 0
+    for b in blocks:
+        if b.scales is not None:
+            out[pos : pos + len(b.vectors)] *= b.scales
+        pos += len(b.vectors)
+    return out
+
+
+_HALF_MASK = np.int32(0x8FFFFFFF - (1 << 32))  # sign bit + exponent/mantissa bits of a float32
+_HALF_SCALE = np.float32(2.0**112)  # 2^(127 - 15): float16 -> float32 exponent bias
+
+
+def _half_to_float(src: npt.NDArray[np.float16], dst: F32) -> F32:
+    """float16 -> float32, exactly, for finite values: NumPy's own cast is a scalar loop here
+    (~2 ns/value), these five vectorised integer passes are ~4x faster."""
+    bits = dst.view(np.int32)
+    np.copyto(bits, src.view(np.int16), casting="unsafe")  # sign-extends
+    np.left_shift(bits, 16, out=bits)  # sign to bit 31, exponent+mantissa to bits 16..30
+    np.right_shift(bits, 3, out=bits)  # ... to bits 13..27 (bits 28..30 now copy the sign)
+    np.bitwise_and(bits, _HALF_MASK, out=bits)  # clear those copies
+    np.multiply(dst, _HALF_SCALE, out=dst)  # rebias the exponent; subnormals come out right too
+    return dst
+
+
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+
+
+def _executor(threads: int) -> ThreadPoolExecutor:
+    if threads not in _POOLS:
+        _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="launcher-search")
+    return _POOLS[threads]
+
+
+def _row_scores(store: Store, q: F32, allowed: Mask) -> tuple[F32, I32, I64]:
+    """Cosines with dead and filtered rows set to -inf, and the rows' file positions and piece ids."""
+    ords, pids, all_live = _row_arrays(store)
+    scores = cosine_scores(store, q)
+    if not (all_live and allowed[:-1].all()):
+        scores[~allowed[ords]] = -np.inf
+    return scores, ords, pids
+
+
+def _best_per_file(
+    scores: F32, ords: I32, pids: I64, *, limit: int | None, only: I32 | None = None, n_files: int = 0
+) -> _Signal:
+    """Each file's best row: the top `limit` files by score, or every file in `only`."""
+    if only is not None:
+        flag = np.zeros(n_files + 1, dtype=bool)
+        flag[only] = True
+        idx = np.flatnonzero(flag[ords] & np.isfinite(scores))
+        return _group(idx, scores, ords, pids)
+    n = len(scores)
+    k = min(n, 8 * (limit or 1))
+    while True:
+        # argpartition finds the k best rows in O(n); files may repeat among them, so widen k
+        # until `limit` distinct files are in, or every row has been seen.
+        idx = _top_rows(scores, k)
+        idx = idx[np.isfinite(scores[idx])]
+        sig = _group(idx, scores, ords, pids)
+        if len(sig.ords) >= (limit or 0) or k == n or len(idx) < k:
+            return _top(sig, limit, None)
+        k = min(n, k * 4)
+
+
+def _top_rows(scores: F32, k: int) -> npt.NDArray[np.intp]:
+    """Indices of the k highest scores, in no order; exact."""
+    n = len(scores)
+    if k >= n:
+        return np.arange(n)
+    if n >= 1 << 16:
+        # Guess a cut from a 1-in-(n/16k) sample so that a few thousand rows, not n, reach
+        # argpartition (10 ms -> 2 ms at 1M rows); when the guess keeps fewer than k, fall back.
+        sample = scores[:: n >> 14]
+        at = int(len(sample) * (1.0 - 4.0 * k / n))
+        if 0 < at < len(sample):
+            idx = np.flatnonzero(scores >= np.partition(sample, at)[at])
+            if len(idx) >= k:
+                return idx[np.argpartition(scores[idx], len(idx) - k)[len(idx) - k :]]
+    return np.argpartition(scores, n - k)[n - k :]
+
+
+def _group(idx: npt.NDArray[np.intp], scores: F32, ords: I32, pids: I64) -> _Signal:
+    """Keep the best of the given rows per file; files sorted by that score, best first."""
+    order = np.lexsort((pids[idx], -scores[idx]))  # best first; equal scores: lower piece id
+    idx = idx[order]
+    _, first = np.unique(ords[idx], return_index=True)
+    idx = idx[np.sort(first)]
+    return _Signal(ords[idx].astype(np.int32), scores[idx].astype(np.float32), pids[idx].astype(np.int64))
+
+
+def _top(sig: _Signal, limit: int | None, paths: list[str] | None) -> _Signal:
+    """The `limit` best files; with `paths`, files tied at the cut are taken in path order."""
+    if limit is None or len(sig.ords) <= limit:
+        return sig
+    order = np.argsort(-sig.scores, kind="stable")
+    if paths is not None:
+        cut = sig.scores[order[limit - 1]]
+        sure = order[sig.scores[order] > cut]
+        tied = sorted(order[sig.scores[order] == cut].tolist(), key=lambda i: paths[int(sig.ords[i])])
+        order = np.concatenate([sure, np.array(tied, dtype=np.int64)])
+    order = order[:limit]
+    return _Signal(sig.ords[order], sig.scores[order], sig.pieces[order])
+
+
+# --- keywords ----------------------------------------------------------------------------------
+
+
+def _bm25(store: Store, terms: list[str], allowed: Mask) -> _Signal:
+    """Each file's best piece by BM25, normalised to [0, 1], for files that match any term."""
+    blocks = store.piece_blocks()
+    if "bm25" not in store.cache:
+        n_live = sum(int((b.file_ords >= 0).sum()) for b in blocks)
+        length = sum(int(np.asarray(b.postings.doclen)[b.file_ords >= 0].sum(dtype=np.int64)) for b in blocks)
+        store.cache["bm25"] = (n_live, length / n_live if n_live else 1.0)
+    n_live, avgdl = store.cache["bm25"]
+    if n_live == 0:
+        return _EMPTY
+    found = [[b.postings.lookup(keywords.term_hash(t)) for b in blocks] for t in terms]
+    idf = []
+    for per_block in found:
+        df = sum(int((b.file_ords[e[:, 0]] >= 0).sum()) for b, e in zip(blocks, per_block, strict=True))
+        idf.append(keywords.bm25_idf(n_live, df) if df else 0.0)
+    norm = sum(idf)  # terms that no piece contains carry no weight (typos, half-typed words)
+    if norm == 0.0:
+        return _EMPTY
+    s_all, o_all, p_all = [], [], []
+    for j, b in enumerate(blocks):
+        entries = [(found[t][j], idf[t]) for t in range(len(terms)) if idf[t] > 0 and len(found[t][j])]
+        if not entries:
+            continue
+        rows = np.concatenate([e[:, 0] for e, _ in entries]).astype(np.int64)
+        tf = np.concatenate([e[:, 1] for e, _ in entries]).astype(np.float32)
+        w = np.concatenate([np.full(len(e), w, dtype=np.float32) for e, w in entries])
+        dl = np.asarray(b.postings.doclen)[rows].astype(np.float32)
+        part = w * tf * (keywords.K1 + 1) / (tf + keywords.K1 * (1 - keywords.B + keywords.B * dl / avgdl))
+        uniq, inv = np.unique(rows, return_inverse=True)
+        score = np.bincount(inv, weights=part).astype(np.float32)
+        o = b.file_ords[uniq]
+        keep = allowed[o]
+        s_all.append(score[keep])
+        o_all.append(o[keep])
+        p_all.append(np.asarray(b.piece_ids)[uniq[keep]])
+    if not s_all:
+        return _EMPTY
+    scores = np.minimum(np.concatenate(s_all) / norm, 1.0).astype(np.float32)
+    ords = np.concatenate(o_all).astype(np.int32)
+    pids = np.concatenate(p_all).astype(np.int64)
+    return _group(np.arange(len(scores)), scores, ords, pids)
+
+
+def _names(store: Store, cols: FileColumns, terms: list[str], allowed: Mask) -> _Signal:
+    """Files whose name contains the query's words, scored by the rarity-weighted share matched."""
+    if "names" not in store.cache:
+        lengths = np.fromiter((len(k) + 1 for k in cols.name_keys), dtype=np.int64, count=len(cols))
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        store.cache["names"] = ("\n".join(cols.name_keys), starts)
+    blob, starts = store.cache["names"]
+    n = len(cols)
+    score = np.zeros(n, dtype=np.float32)
+    total = 0.0
+    for t in terms:
+        whole = _files_with(blob, starts, f" {t} ")
+        credit = np.zeros(n, dtype=np.float32)
+        if len(t) >= 3:  # a started word ("invoic", "report" for "reports") counts half
+            credit[_files_with(blob, starts, f" {t}")] = 0.5
+        credit[whole] = 1.0
+        df = int((credit > 0).sum())
+        w = float(np.log1p(n / (df + 0.5)))
+        score += w * credit
+        total += w
+    score /= total
+    hit = np.flatnonzero((score > 0) & allowed[:-1])
+    return _Signal(hit.astype(np.int32), score[hit], np.full(len(hit), -1, dtype=np.int64))
+
+
+def _files_with(blob: str, starts: I64, needle: str) -> npt.NDArray[np.intp]:
+    pos = np.fromiter((m.start() for m in re.finditer(re.escape(needle), blob)), dtype=np.int64)
+    return np.unique(np.searchsorted(starts, pos, side="right") - 1)
+
+
+# --- hits --------------------------------------------------------------------------------------
+
+
+def _hit(
+    store: Store, cols: FileColumns, o: int, fused: float, c: list[float], terms: list[str], kw_weight: float
+) -> Hit:
+    v, vp, k, kp, n = c
+    # Show the piece that contributed most: the best vector piece unless keywords outweigh it.
+    best = int(vp) if vp >= 0 and (max(v, 0.0) >= kw_weight * k or kp < 0) else int(kp)
+    file_id = cols.file_id(o)
+    if best < 0:
+        ids = store.pieces_of(file_id)
+        best = int(ids[0][1:]) if ids else -1
+    info = store.piece(f"p{best}") if best >= 0 else None
+    path = cols.paths[o]
+    name = os.path.basename(path)
+    if info is None or info.modality == "image" or not info.text.strip():
+        snippet = name
+    else:
+        snippet = snippet_of(info.text, terms)
+    return Hit(
+        path=path,
+        score=float(fused),
+        kind=KINDS[int(cols.kinds[o])],
+        locator=info.locator if info else Locator(),
+        snippet=snippet,
+        file_id=file_id,
+        piece_id=info.piece_id if info else "",
+        scores={"vector": float(max(v, 0.0)), "keyword": float(k), "name": float(n)},
+    )
+
+
+def snippet_of(text: str, terms: list[str], width: int = SNIPPET_CHARS) -> str:
+    """About `width` characters of text around the first query word found, whitespace collapsed."""
+    flat = " ".join(text.split())
+    if len(flat) <= width:
+        return flat
+    folded = flat.casefold()
+    hits = [folded.find(t) for t in terms] if len(folded) == len(flat) else []
+    at = min((h for h in hits if h >= 0), default=0)
+    start = max(0, at - width // 3)
+    if start > 0:
+        start = flat.rfind(" ", 0, start) + 1
+    end = start + width
+    if end < len(flat):
+        cut = flat.rfind(" ", start, end)
+        end = cut if cut > start else end
+    return ("…" if start > 0 else "") + flat[start:end].strip() + ("…" if end < len(flat) else "")

@@ -1,0 +1,184 @@
+"""Answering queries: open the index, load the model that built it (once), embed the query, search.
+
+Shared by the CLI, the resident process and the window, so every front end searches the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from launcher.engine import QUERY_INSTRUCTION, Embedder, EmbedInput, load_embedder
+from launcher.errors import InputError, LauncherError, ModelError, StoreError
+from launcher.models import ResolvedModel, resolve_model
+from launcher.records import Hit
+from launcher.store import Store
+
+log = logging.getLogger("launcher.searcher")
+
+MODEL_HINT = "model.json"  # beside the manifest: which files built this index (informational)
+
+
+def write_model_hint(index_dir: Path, model: ResolvedModel) -> None:
+    """Remember which model files built the index, so search can load the same ones."""
+    hint = {
+        "name": model.name,
+        "model": str(model.path),
+        "mmproj": str(model.mmproj) if model.mmproj else None,
+    }
+    tmp = index_dir / (MODEL_HINT + ".tmp")
+    tmp.write_text(json.dumps(hint, indent=2), encoding="utf-8")
+    tmp.replace(index_dir / MODEL_HINT)
+
+
+def read_model_hint(index_dir: Path) -> dict[str, Any] | None:
+    """The model files recorded by the last `launcher index`, if any."""
+    try:
+        return json.loads((index_dir / MODEL_HINT).read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+    except (OSError, ValueError):
+        return None
+
+
+@dataclass
+class Query:
+    """A search request: text, an image, or both, with filters."""
+
+    text: str = ""
+    image: str | Path | None = None
+    top_k: int = 10
+    kinds: list[str] = field(default_factory=list)
+    under: str | None = None
+    after: datetime | None = None
+    before: datetime | None = None
+    min_score: float | None = None
+
+
+def open_store(index_dir: Path) -> Store:
+    """The committed index, or a clear error when there is none."""
+    if not Store.exists(index_dir):
+        raise StoreError(f"no index at {index_dir}: run `launcher index PATH` first (or pass --index-dir)")
+    return Store.open(index_dir)
+
+
+class Searcher:
+    """Holds the index snapshot and the query model; safe to call from several threads."""
+
+    def __init__(
+        self,
+        index_dir: Path,
+        *,
+        model: str | None = None,
+        mmproj: str | None = None,
+        engine_options: Any = None,
+        query_instruction: str | None = None,
+    ):
+        self.index_dir = Path(index_dir)
+        self.store = open_store(self.index_dir)
+        self._model_arg = model
+        self._mmproj_arg = mmproj
+        self._engine_options = engine_options
+        self.query_instruction = query_instruction or QUERY_INSTRUCTION
+        self._embedder: Embedder | None = None
+        self._lock = threading.Lock()
+
+    def _resolve(self) -> ResolvedModel:
+        if self._model_arg:
+            return resolve_model(self._model_arg, self._mmproj_arg)
+        hint = read_model_hint(self.index_dir)
+        if hint and Path(hint["model"]).is_file():
+            return ResolvedModel(
+                hint["name"],
+                Path(hint["model"]),
+                Path(hint["mmproj"]) if hint.get("mmproj") else None,
+                bool(hint.get("mmproj")),
+            )
+        return resolve_model(None, self._mmproj_arg)
+
+    @property
+    def embedder(self) -> Embedder:
+        """The model that built the index, loaded on first use and kept."""
+        with self._lock:
+            if self._embedder is None:
+                resolved = self._resolve()
+                embedder = load_embedder(resolved.path, resolved.mmproj, self._engine_options)
+                want = self.store.identity.get("model_fingerprint")
+                have = embedder.identity().get("model_fingerprint")
+                if want and have != want:
+                    embedder.close()
+                    raise ModelError(
+                        f"the index at {self.index_dir} was built with {self.store.identity.get('model_file')}, "
+                        f"not {resolved.path.name}: pass that model with --model, or re-index"
+                    )
+                self._embedder = embedder
+            return self._embedder
+
+    def refresh(self) -> None:
+        """Pick up commits made since the snapshot was taken (cheap when nothing changed)."""
+        self.store = self.store.refresh()
+
+    def search(self, query: Query) -> list[Hit]:
+        """The best files for the query, best first."""
+        from launcher.search import search
+
+        if not query.text.strip() and query.image is None:
+            raise InputError("empty query: give text, --image FILE, or both")
+        self.refresh()
+        vector = None
+        if self.store.stats().embedded > 0 or query.image is not None:
+            item = EmbedInput(
+                texts=[query.text] if query.text.strip() else [],
+                images=[str(query.image)] if query.image is not None else [],
+                instruction=self.query_instruction,
+            )
+            if item.images and not self.embedder.supports_images:
+                raise InputError(
+                    "image search needs the multimodal model: run `launcher models pull qwen3-vl-embedding-2b` "
+                    "and re-index"
+                )
+            vector = self.embedder.embed_one(item, dims=self.store.dims)
+        return search(
+            self.store,
+            vector,
+            query.text,
+            top_k=query.top_k,
+            kinds=query.kinds or None,
+            under=query.under,
+            modified_after=query.after,
+            modified_before=query.before,
+            min_score=query.min_score,
+        )
+
+    def close(self) -> None:
+        """Free the model."""
+        if self._embedder is not None:
+            self._embedder.close()
+            self._embedder = None
+
+
+def hit_to_json(hit: Hit) -> dict[str, Any]:
+    """The `--json` shape of one hit."""
+    return {
+        "path": hit.path,
+        "score": round(float(hit.score), 6),
+        "kind": hit.kind,
+        "locator": hit.locator.to_dict(),
+        "snippet": hit.snippet,
+        "scores": {k: round(float(v), 6) for k, v in hit.scores.items()},
+        "file_id": hit.file_id,
+    }
+
+
+__all__ = [
+    "Query",
+    "Searcher",
+    "hit_to_json",
+    "open_store",
+    "read_model_hint",
+    "write_model_hint",
+    "LauncherError",
+]

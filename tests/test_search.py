@@ -1,0 +1,275 @@
+"""Search over a real index built from real files in tmp_path.
+
+The vectors are SYNTHETIC: hand-made unit vectors with known cosines to the query (no model runs
+here), so every expected ranking below follows from arithmetic, not from a model's judgement.
+"""
+
+from __future__ import annotations
+
+import os
+import unicodedata
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from launcher.records import FileRecord, Locator, Piece
+from launcher.search import DEFAULT_MIN_SCORE, search, snippet_of
+from launcher.store import Store
+
+DIMS = 32
+IDENTITY = {"model": "synthetic"}
+DAY = 86400
+
+
+def axis(i: int) -> np.ndarray:
+    v = np.zeros(DIMS, dtype=np.float32)
+    v[i] = 1.0
+    return v
+
+
+def toward(cos: float, other: int) -> np.ndarray:
+    """A synthetic unit vector whose cosine with axis(0), the query below, is exactly `cos`."""
+    v = np.zeros(DIMS, dtype=np.float32)
+    v[0], v[other] = cos, np.sqrt(1.0 - cos * cos)
+    return v
+
+
+QUERY = axis(0)
+
+
+def build(tmp_path: Path, dtype: str = "float16") -> tuple[Store, Path]:
+    """A small tree of real files, indexed with synthetic vectors."""
+    docs = tmp_path / "docs"
+    corpus: list[tuple[str, str, list[tuple[str, Locator, str, np.ndarray | None]]]] = [
+        (
+            "report_whales.txt",
+            "text",
+            [
+                (
+                    "Blue whales migrate thousands of kilometres each year.",
+                    Locator(line_start=1, line_end=9),
+                    "text",
+                    toward(0.5, 2),
+                ),
+                (
+                    "Whale songs carry across whole ocean basins.",
+                    Locator(line_start=10, line_end=20),
+                    "text",
+                    toward(0.85, 3),
+                ),
+            ],
+        ),
+        (
+            "budget.txt",
+            "text",
+            [
+                (
+                    "Quarterly budget: rent, salaries, coffee.",
+                    Locator(line_start=1, line_end=3),
+                    "text",
+                    toward(0.6, 4),
+                )
+            ],
+        ),
+        (
+            "tax_form_2023.pdf",
+            "pdf",
+            [
+                ("Form 1040 individual income", Locator(page=1), "text", axis(5)),
+                ("Schedule B interest", Locator(page=2), "text", axis(6)),
+            ],
+        ),
+        (
+            "zoo/zebra.md",
+            "markdown",
+            [("The zebra has black and white stripes.", Locator(line_start=1, line_end=1), "text", axis(7))],
+        ),
+        ("photos/cat.jpg", "image", [("", Locator(), "image", toward(0.7, 8))]),
+        (
+            "zoo/notes.txt",
+            "text",
+            [("A platypus lays eggs.", Locator(line_start=1, line_end=1), "text", None)],
+        ),
+    ]
+    index = tmp_path / "index"
+    with Store.open_writer(index, IDENTITY, dims=DIMS, dtype=dtype) as w:  # type: ignore[arg-type]
+        for age, (rel, kind, parts) in enumerate(corpus):
+            path = docs / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("\n".join(p[0] for p in parts) or "binary")
+            mtime = 1_700_000_000 + age * DAY  # one day apart, in corpus order
+            os.utime(path, (mtime, mtime))
+            st = path.stat()
+            _, ids = w.add_file(
+                FileRecord(str(path), st.st_size, st.st_mtime_ns, kind),
+                f"hash-{rel}",
+                [Piece(text=t, locator=loc, modality=mod) for t, loc, mod, _ in parts],  # type: ignore[arg-type]
+            )
+            with_vec = [(pid, v) for pid, (_, _, _, v) in zip(ids, parts, strict=True) if v is not None]
+            if with_vec:
+                w.set_vectors([p for p, _ in with_vec], np.stack([v for _, v in with_vec]))
+    return Store.open(index), docs
+
+
+def names(hits: list) -> list[str]:  # type: ignore[type-arg]
+    return [os.path.relpath(h.path, h.path.split("/docs/")[0] + "/docs") for h in hits]
+
+
+def test_vector_ranking_groups_pieces_into_files(tmp_path: Path) -> None:
+    s, _ = build(tmp_path)
+    hits = search(s, QUERY, "")
+    assert names(hits) == ["report_whales.txt", "photos/cat.jpg", "budget.txt"]
+    whales = hits[0]
+    assert whales.locator == Locator(line_start=10, line_end=20)  # its best piece, not its first
+    assert whales.snippet == "Whale songs carry across whole ocean basins."
+    assert whales.kind == "text" and whales.file_id.startswith("f") and whales.piece_id.startswith("p")
+    assert whales.scores["vector"] == pytest.approx(0.85, abs=1e-3)
+    assert whales.scores["keyword"] == 0.0 and whales.scores["name"] == 0.0
+    assert hits[1].snippet == "cat.jpg"  # an image piece shows the file name
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+
+
+def test_min_score_drops_unrelated_files(tmp_path: Path) -> None:
+    s, _ = build(tmp_path)
+    # tax form, zebra (cosine 0) and the unembedded notes never pass the default threshold
+    assert {"tax_form_2023.pdf", "zoo/zebra.md", "zoo/notes.txt"}.isdisjoint(names(search(s, QUERY, "")))
+    assert len(search(s, QUERY, "", min_score=0.0)) == 5  # every file with a vector
+    assert names(search(s, QUERY, "", min_score=0.8)) == ["report_whales.txt"]
+    assert search(s, QUERY, "", min_score=0.99) == []
+    assert DEFAULT_MIN_SCORE > 0.2
+
+
+def test_keyword_alone_finds_words(tmp_path: Path) -> None:
+    s, _ = build(tmp_path)
+    (hit,) = search(s, None, "zebra stripes")
+    assert names([hit]) == ["zoo/zebra.md"]
+    assert hit.scores["keyword"] == pytest.approx(1.0, abs=0.2) and hit.scores["vector"] == 0.0
+    assert "zebra" in hit.snippet
+    assert search(s, None, "") == [] and search(s, None, "nonexistentword") == []
+
+
+def test_pieces_without_vectors_are_found_by_keyword(tmp_path: Path) -> None:
+    s, _ = build(tmp_path)
+    assert s.stats().pending == 1
+    hits = search(s, QUERY, "platypus")
+    assert "zoo/notes.txt" in names(hits)
+    notes = hits[names(hits).index("zoo/notes.txt")]
+    assert notes.snippet == "A platypus lays eggs." and notes.locator == Locator(line_start=1, line_end=1)
+
+
+def test_keyword_lifts_a_vector_match(tmp_path: Path) -> None:
+    s, _ = build(tmp_path)
+    plain = {names([h])[0]: h.score for h in search(s, QUERY, "")}
+    lifted = {names([h])[0]: h for h in search(s, QUERY, "budget salaries")}
+    assert lifted["budget.txt"].score > plain["budget.txt"]
+    assert lifted["budget.txt"].scores["keyword"] > 0.5
+
+
+def test_file_name_match_surfaces(tmp_path: Path) -> None:
+    s, _ = build(tmp_path)
+    hits = search(s, QUERY, "tax form 2023")  # the query vector points away from its content
+    assert "tax_form_2023.pdf" in names(hits)
+    tax = hits[names(hits).index("tax_form_2023.pdf")]
+    assert tax.scores["name"] == 1.0 and tax.scores["vector"] == 0.0
+    assert tax.score >= 0.6
+    assert names(search(s, None, "tax_form_2023.pdf"))[0] == "tax_form_2023.pdf"
+    assert names(search(s, None, "TaxForm"))[0] == "tax_form_2023.pdf"  # casefolded, split on case
+
+
+def test_names_are_unicode_normalised(tmp_path: Path) -> None:
+    index = tmp_path / "index"
+    nfd = unicodedata.normalize("NFD", "Café menu.txt")
+    path = tmp_path / nfd
+    path.write_text("x")
+    with Store.open_writer(index, IDENTITY, dims=DIMS) as w:
+        w.add_file(FileRecord(str(path), 1, 1, "text"), "h", [])
+    hits = search(Store.open(index), None, unicodedata.normalize("NFC", "CAFÉ"))
+    assert [h.path for h in hits] == [str(path)] and hits[0].piece_id == ""
+
+
+def test_filters_kind_folder_and_date(tmp_path: Path) -> None:
+    s, docs = build(tmp_path)
+    assert names(search(s, QUERY, "", kinds=["image", "pdf"], min_score=0)) == [
+        "photos/cat.jpg",
+        "tax_form_2023.pdf",
+    ]
+    assert names(search(s, QUERY, "", under=str(docs / "zoo"), min_score=0)) == ["zoo/zebra.md"]
+    link = tmp_path / "link-to-zoo"
+    link.symlink_to(docs / "zoo")
+    assert names(search(s, QUERY, "", under=str(link), min_score=0)) == ["zoo/zebra.md"]
+    assert names(search(s, None, "platypus", under=str(docs / "zoo") + "/")) == ["zoo/notes.txt"]
+    assert search(s, QUERY, "", under=str(docs / "zo"), min_score=0) == []  # a folder, not a prefix
+    # files are one day apart in corpus order: whales, budget, tax form, zebra, cat, notes
+    after = 1_700_000_000 + 2 * DAY
+    got = names(search(s, QUERY, "", modified_after=after, modified_before=after + 2 * DAY, min_score=0))
+    assert sorted(got) == ["tax_form_2023.pdf", "zoo/zebra.md"]
+    # the filter is applied before top-k: the best file overall cannot crowd the filtered ones out
+    assert names(search(s, QUERY, "", top_k=1, kinds=["text"])) == ["report_whales.txt"]
+    assert names(search(s, QUERY, "", top_k=1, kinds=["image"])) == ["photos/cat.jpg"]
+    with pytest.raises(ValueError, match="unknown kind 'pdff'"):
+        search(s, QUERY, "", kinds=["pdff"])
+
+
+def test_ties_are_ordered_by_path_and_stable(tmp_path: Path) -> None:
+    index = tmp_path / "index"
+    with Store.open_writer(index, IDENTITY, dims=DIMS) as w:
+        for name in ("b.txt", "c.txt", "a.txt"):
+            _, ids = w.add_file(
+                FileRecord(str(tmp_path / name), 1, 1, "text"), name, [Piece(text="same words")]
+            )
+            w.set_vectors(ids, toward(0.5, 1)[None, :])
+    s = Store.open(index)
+    first = search(s, QUERY, "same")
+    assert [os.path.basename(h.path) for h in first] == ["a.txt", "b.txt", "c.txt"]
+    assert all(search(s, QUERY, "same") == first for _ in range(3))
+    assert [os.path.basename(h.path) for h in search(s, None, "same", top_k=2)] == ["a.txt", "b.txt"]
+
+
+def test_removed_files_never_come_back(tmp_path: Path) -> None:
+    s, docs = build(tmp_path)
+    with Store.open_writer(s.root, IDENTITY, dims=DIMS) as w:
+        info = w.file_by_path(str(docs / "report_whales.txt"))
+        assert info is not None
+        w.remove_file(info.file_id)
+    s2 = s.refresh()
+    assert s2.generation == s.generation + 1
+    assert "report_whales.txt" not in names(search(s2, QUERY, "whales songs", min_score=0))
+    assert names(search(s, QUERY, ""))[0] == "report_whales.txt"  # the old snapshot is unchanged
+
+
+@pytest.mark.parametrize("dtype", ["float32", "int8"])
+def test_storage_dtypes_rank_alike(tmp_path: Path, dtype: str) -> None:
+    ref, _ = build(tmp_path / "ref")
+    other, _ = build(tmp_path / dtype, dtype)
+    assert names(search(other, QUERY, "whales")) == names(search(ref, QUERY, "whales"))
+    for a, b in zip(search(other, QUERY, "", min_score=0), search(ref, QUERY, "", min_score=0), strict=True):
+        assert a.scores["vector"] == pytest.approx(b.scores["vector"], abs=0.01)
+
+
+def test_query_vector_width(tmp_path: Path) -> None:
+    s, _ = build(tmp_path)
+    longer = np.concatenate([QUERY, np.ones(32, dtype=np.float32)])  # truncated (Matryoshka), renormalised
+    assert names(search(s, longer, "")) == names(search(s, QUERY, ""))
+    with pytest.raises(ValueError, match="query vector has 8 dims, the index has 32"):
+        search(s, QUERY[:8], "")
+
+
+def test_snippet_is_a_window_around_the_match() -> None:
+    text = ("lorem ipsum " * 40) + "the secret zebra word " + ("dolor sit amet " * 40)
+    snip = snippet_of(text, ["zebra"])
+    assert "zebra" in snip and snip.startswith("…") and snip.endswith("…")
+    assert len(snip) <= 202
+    assert snippet_of("short\n\n text", ["x"]) == "short text"
+
+
+def test_top_rows_is_exact_on_large_inputs() -> None:
+    from launcher.search import _top_rows
+
+    rng = np.random.default_rng(0)
+    scores = rng.standard_normal(200_000).astype(np.float32)
+    scores[rng.random(200_000) < 0.5] = -np.inf  # filtered rows
+    scores[:50] = 3.0  # ties
+    for k in (1, 10, 400, 5000):
+        got = np.sort(scores[_top_rows(scores, k)])
+        assert np.array_equal(got, np.sort(scores)[-k:])

@@ -28,13 +28,13 @@ ModelOpt = Annotated[
     str | None,
     typer.Option(
         "--model",
-        help="Catalogue name (see `launcher models list`), 'minilm', or a .gguf path. [env: LAUNCHER_MODEL]",
+        help="Catalogue name (see `launcher models list`), 'minilm', or a .gguf path. (env LAUNCHER_MODEL)",
     ),
 ]
 MmprojOpt = Annotated[
     Path | None,
     typer.Option(
-        "--mmproj", help="The vision projector .gguf that goes with a Qwen3-VL model. [env: LAUNCHER_MMPROJ]"
+        "--mmproj", help="The vision projector .gguf that goes with a Qwen3-VL model. (env LAUNCHER_MMPROJ)"
     ),
 ]
 DimsOpt = Annotated[
@@ -42,23 +42,23 @@ DimsOpt = Annotated[
     typer.Option(
         "--dims",
         min=1,
-        help="Matryoshka truncation: keep the first N dimensions (renormalised). [env: LAUNCHER_DIMS]",
+        help="Matryoshka truncation: keep the first N dimensions (renormalised). (env LAUNCHER_DIMS)",
     ),
 ]
 ThreadsOpt = Annotated[
     int | None,
-    typer.Option("--threads", min=1, help="CPU threads (default: physical cores). [env: LAUNCHER_THREADS]"),
+    typer.Option("--threads", min=1, help="CPU threads (default: physical cores). (env LAUNCHER_THREADS)"),
 ]
 GpuOpt = Annotated[
     int | None,
     typer.Option(
         "--gpu-layers",
-        help="Layers to offload to the GPU (-1: all) when llama.cpp was built with CUDA/Metal. [env: LAUNCHER_GPU_LAYERS]",
+        help="Layers to offload to the GPU (-1: all) when llama.cpp was built with CUDA/Metal. (env LAUNCHER_GPU_LAYERS)",
     ),
 ]
 CtxOpt = Annotated[
     int | None,
-    typer.Option("--ctx", min=16, help="Longest input in tokens (default 4096). [env: LAUNCHER_CTX]"),
+    typer.Option("--ctx", min=16, help="Longest input in tokens (default 4096). (env LAUNCHER_CTX)"),
 ]
 
 
@@ -124,7 +124,7 @@ IndexDirOpt = Annotated[
     Path | None,
     typer.Option(
         "--index-dir",
-        help="Where the index lives (default: <LAUNCHER_HOME>/index). [env: LAUNCHER_INDEX_DIR]",
+        help="Where the index lives (default: <LAUNCHER_HOME>/index). (env LAUNCHER_INDEX_DIR)",
     ),
 ]
 
@@ -160,7 +160,7 @@ def index(
     dims: DimsOpt = None,
     storage: Annotated[
         str | None,
-        typer.Option("--storage", help="Vector storage: float16 (default) or int8. [env: LAUNCHER_STORAGE]"),
+        typer.Option("--storage", help="Vector storage: float16 (default) or int8. (env LAUNCHER_STORAGE)"),
     ] = None,
     max_file_mb: Annotated[
         int, typer.Option("--max-file-mb", min=1, help="Skip files larger than this (MB).")
@@ -209,9 +209,7 @@ def index(
 
 @app.command()
 def search(
-    query: Annotated[
-        str | None, typer.Argument(help="What you are looking for, in your own words.")
-    ] = None,
+    query: Annotated[str | None, typer.Argument(help="What you are looking for, in your own words.")] = None,
     image: Annotated[
         Path | None, typer.Option("--image", help="Search with an image (alone or with the text).")
     ] = None,
@@ -233,7 +231,7 @@ def search(
     ] = None,
     min_score: Annotated[
         float | None,
-        typer.Option("--min-score", help="Hide hits scoring below this. [env: LAUNCHER_MIN_SCORE]"),
+        typer.Option("--min-score", help="Hide hits scoring below this. (env LAUNCHER_MIN_SCORE)"),
     ] = None,
     model: ModelOpt = None,
     mmproj: MmprojOpt = None,

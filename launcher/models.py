@@ -7,8 +7,12 @@ else the small text model bundled in `models/`.
 
 from __future__ import annotations
 
+import logging
+import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 from launcher import config
 from launcher.errors import LauncherError, ModelError
@@ -142,6 +146,23 @@ def resolve_model(name_or_path: str | None, mmproj: str | None = None) -> Resolv
     return ResolvedModel("all-minilm-l6-v2", bundled, None, False)
 
 
+def _check_online(e: CatalogEntry, folder: Path) -> None:
+    """Fail fast, in one line, when the hub cannot be reached (instead of minutes of retries)."""
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    host = urlparse(endpoint).hostname or "huggingface.co"
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+    if not offline:
+        try:
+            socket.getaddrinfo(host, 443)
+        except OSError:
+            offline = True
+    if offline:
+        raise LauncherError(
+            f"cannot reach {host} to download {e.repo}: you seem to be offline; retry when online, "
+            f"or copy {e.file}" + (f" and {e.mmproj}" if e.mmproj else "") + f" into {folder} by hand"
+        )
+
+
 def pull(name: str, *, progress: bool = True) -> tuple[Path, Path | None]:
     """Download an entry's files with huggingface_hub (resumable); clear message when offline."""
     e = entry(name)
@@ -156,6 +177,8 @@ def pull(name: str, *, progress: bool = True) -> tuple[Path, Path | None]:
     except ImportError:
         raise LauncherError("huggingface_hub is not installed: pip install huggingface-hub") from None
     (enable_progress_bars if progress else disable_progress_bars)()
+    _check_online(e, model.parent)
+    logging.getLogger("huggingface_hub").setLevel(logging.ERROR)  # its retry chatter, one per second
     for filename in [e.file] + ([e.mmproj] if e.mmproj else []):
         try:
             hf_hub_download(repo_id=e.repo, filename=filename, local_dir=str(model.parent))

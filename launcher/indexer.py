@@ -194,6 +194,8 @@ class Indexer:
                     records.append(item)
                 if i % 1000 == 0:
                     progress(Progress("scan", i, 0))
+            scanned = len(records) + len(report.skipped)
+            progress(Progress("scan", scanned, scanned))
             known = {
                 path: diff_stage.Known(k.file_id, k.size, k.mtime_ns, k.content_hash)
                 for path, k in writer.known_under(roots).items()

@@ -104,7 +104,18 @@ def make_tree(root: Path) -> Path:
     make_epub(
         docs / "novel.epub", {"c1.xhtml": "<p>The lighthouse keeper watched the storm.</p>"}, ["c1.xhtml"]
     )
+    import pillow_heif
+    import pypdf
+
+    pillow_heif.register_heif_opener()
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(
+        docs / "photos" / "IMG_0042.HEIC", format="HEIF", quality=90
+    )
     # Broken and hostile files: each must be skipped with a reason, never stop the job.
+    writer = pypdf.PdfWriter(clone_from=pypdf.PdfReader(docs / "geology.pdf"))
+    writer.encrypt(user_password="secret", owner_password="owner")
+    with open(docs / "locked.pdf", "wb") as f:
+        writer.write(f)
     good_png = io.BytesIO()
     img.save(good_png, "PNG")
     (docs / "photos" / "truncated.png").write_bytes(good_png.getvalue()[:200])
@@ -137,6 +148,8 @@ def test_summary_counts_skips_and_failures(minilm_index: tuple[Path, Path, dict[
     assert "truncated.png" in failed
     assert "bomb.png" in failed and "--max-image-mp" in failed["bomb.png"]
     assert "binary.txt" in failed and "binary" in failed["binary.txt"]
+    assert failed.get("locked.pdf") == "encrypted pdf, cannot read it without the password"
+    assert "IMG_0042.HEIC" not in failed and "empty.txt" not in failed
     assert report["pieces_pending"] == 0 and report["pieces_embedded"] > 0
 
 
@@ -207,7 +220,8 @@ def test_status_json(minilm_index: tuple[Path, Path, dict[str, Any]]) -> None:
     home, docs, _ = minilm_index
     st = json.loads(ok(cli(home, "status", "--json")).stdout)
     assert st["roots"] == [str(docs)]
-    assert st["files_by_kind"]["office"] == 3 and st["files_by_kind"]["pdf"] == 1
+    assert st["files_by_kind"]["office"] == 3 and st["files_by_kind"]["pdf"] == 2
+    assert st["files_by_kind"]["image"] == 5  # jpg, png, heic, and the two broken ones (findable by name)
     assert st["pending"] == 0 and st["embedding_progress"] == 1.0
     assert st["model"]["name"] == "all-minilm-l6-v2" and st["dims"] == 384
     assert any(Path(f["path"]).name == "truncated.png" for f in st["failures"])

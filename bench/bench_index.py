@@ -1,0 +1,206 @@
+"""Indexing benchmarks: pipeline overhead over pure embedding, and rescanning an unchanged tree.
+
+    python bench/bench_index.py [--model PATH] [--files 100000] [--runs 5]
+
+1. End-to-end indexing of a mixed folder against the sum of its embedding calls: extraction,
+   hashing and commits overlap with inference (a bounded look-ahead thread), so the pipeline should
+   add under 10% to the embedding time. Use a realistic model (bench/models/*2b*Q4_K_M.gguf from
+   make_shape_true_2b.py) so that embedding dominates as it does for users.
+2. Rescanning an unchanged tree of N files (`launcher index` with nothing to do) against `find`
+   over the same tree (target: <= 2x).
+
+Prints tables (medians of --runs) and writes JSON to bench/results/index-<time>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from launcher.engine import Embedder, EmbedInput, load_embedder  # noqa: E402
+from launcher.engine.llama import LlamaOptions  # noqa: E402
+from launcher.indexer import Indexer, IndexOptions  # noqa: E402
+from launcher.records import Matrix  # noqa: E402
+
+
+class TimedEmbedder(Embedder):
+    """Wraps an embedder and adds up the wall time spent inside it."""
+
+    def __init__(self, inner: Embedder):
+        self.inner = inner
+        self.name, self.dims, self.supports_images = inner.name, inner.dims, inner.supports_images
+        self.max_tokens, self.batch_size = inner.max_tokens, inner.batch_size
+        self.seconds = 0.0
+
+    def embed_batch(self, inputs: Sequence[EmbedInput]) -> Matrix:
+        """Time the inner call."""
+        t = time.perf_counter()
+        try:
+            return self.inner.embed_batch(inputs)
+        finally:
+            self.seconds += time.perf_counter() - t
+
+    def identity(self) -> dict[str, Any]:
+        """The inner model's identity."""
+        return self.inner.identity()
+
+
+def make_mixed_folder(root: Path, n_text: int, n_images: int) -> None:
+    """Text notes, code, Markdown and images of several sizes."""
+    rng = np.random.default_rng(0)
+    words = [
+        "the",
+        "report",
+        "budget",
+        "travel",
+        "passport",
+        "invoice",
+        "meeting",
+        "garden",
+        "recipe",
+        "engine",
+        "cluster",
+        "photo",
+    ]
+    for i in range(n_text):
+        lines = [" ".join(rng.choice(words, 12)) for _ in range(60)]
+        ext = (".txt", ".md", ".py")[i % 3]
+        (root / f"note{i:04d}{ext}").write_text("\n".join(lines), encoding="utf-8")
+    for i in range(n_images):
+        side = (256, 384, 512)[i % 3]
+        arr = rng.integers(0, 255, (side, side, 3), dtype=np.uint8)
+        Image.fromarray(arr).save(root / f"photo{i:03d}.png")
+
+
+def bench_pipeline(model: Path, mmproj: Path | None, runs: int, n_text: int, n_images: int) -> dict[str, Any]:
+    """Total indexing time vs time inside the model, over several fresh indexes."""
+    rows = []
+    for r in range(runs):
+        with tempfile.TemporaryDirectory() as tmp:
+            docs = Path(tmp) / "docs"
+            docs.mkdir()
+            make_mixed_folder(docs, n_text, n_images if mmproj else 0)
+            with load_embedder(model, mmproj, LlamaOptions()) as inner:
+                emb = TimedEmbedder(inner)
+                t = time.perf_counter()
+                report = Indexer(Path(tmp) / "index", emb, IndexOptions()).run([docs])
+                total = time.perf_counter() - t
+            rows.append({"total_s": total, "embed_s": emb.seconds, "pieces": report.pieces_embedded})
+            print(f"  run {r + 1}: total {total:.2f}s, inside the model {emb.seconds:.2f}s", flush=True)
+    total = statistics.median(x["total_s"] for x in rows)
+    embed = statistics.median(x["embed_s"] for x in rows)
+    return {"runs": rows, "total_s": total, "embed_s": embed, "overhead": total / embed - 1}
+
+
+def make_tree(root: Path, n: int) -> None:
+    """n small files in a realistic nesting (100 per folder, 3 levels)."""
+    for i in range(n):
+        d = root / f"a{i // 10000:02d}" / f"b{i // 100 % 100:02d}"
+        if i % 100 == 0:
+            d.mkdir(parents=True, exist_ok=True)
+        (d / f"file{i:06d}.txt").write_bytes(b"x")
+
+
+def bench_rescan(n: int, runs: int, model: Path) -> dict[str, Any]:
+    """`launcher index` over an unchanged tree vs `find` (both with a warm page cache)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tree = Path(tmp) / "tree"
+        make_tree(tree, n)
+        index_dir = Path(tmp) / "index"
+        with load_embedder(model, None, LlamaOptions()) as emb:
+            Indexer(index_dir, emb, IndexOptions(embed=False)).run([tree])  # names only: fast to build
+            finds, finds_stat, rescans = [], [], []
+            for _ in range(runs):
+                t = time.perf_counter()
+                subprocess.run(["find", str(tree), "-type", "f"], stdout=subprocess.DEVNULL, check=True)
+                finds.append(time.perf_counter() - t)
+                # find that also stats every file (size and mtime), as an unchanged-check must
+                t = time.perf_counter()
+                cmd = ["find", str(tree), "-type", "f", "-printf", "%s %T@ %p\\n"]
+                subprocess.run(cmd, stdout=subprocess.DEVNULL, check=True)
+                finds_stat.append(time.perf_counter() - t)
+                t = time.perf_counter()
+                report = Indexer(index_dir, emb, IndexOptions(embed=False)).run([tree])
+                rescans.append(time.perf_counter() - t)
+                assert report.unchanged == n and report.new == 0
+    f, r = statistics.median(finds), statistics.median(rescans)
+    return {
+        "files": n,
+        "find_s": f,
+        "rescan_s": r,
+        "ratio": r / f,
+        "find_runs": finds,
+        "rescan_runs": rescans,
+    }
+
+
+def main() -> None:
+    """Run both benchmarks and print tables."""
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    candidates = (
+        sorted((ROOT / "bench" / "models").glob("*2b*Q4_K_M*.gguf"))
+        if (ROOT / "bench" / "models").is_dir()
+        else []
+    )
+    ap.add_argument(
+        "--model",
+        type=Path,
+        default=candidates[0] if candidates else ROOT / "models" / "all-MiniLM-L6-v2-Q8_0.gguf",
+    )
+    ap.add_argument("--mmproj", type=Path, default=None)
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--texts", type=int, default=40)
+    ap.add_argument("--images", type=int, default=6)
+    ap.add_argument("--files", type=int, default=100_000)
+    ap.add_argument("--skip-pipeline", action="store_true")
+    ap.add_argument("--skip-rescan", action="store_true")
+    args = ap.parse_args()
+    out: dict[str, Any] = {
+        "model": str(args.model),
+        "mmproj": str(args.mmproj) if args.mmproj else None,
+        "cpus": os.cpu_count(),
+    }
+    if not args.skip_pipeline:
+        print(
+            f"pipeline overhead: {args.texts} texts, {args.images if args.mmproj else 0} images, model {args.model.name}"
+        )
+        p = bench_pipeline(args.model, args.mmproj, args.runs, args.texts, args.images)
+        out["pipeline"] = p
+        print("\n| total (s) | inside the model (s) | pipeline overhead |\n|---|---|---|")
+        print(f"| {p['total_s']:.2f} | {p['embed_s']:.2f} | {100 * p['overhead']:.1f}% |\n")
+    if not args.skip_rescan:
+        print(f"rescan of an unchanged tree of {args.files} files")
+        r = bench_rescan(args.files, args.runs, ROOT / "models" / "all-MiniLM-L6-v2-Q8_0.gguf")
+        out["rescan"] = r
+        print("\n| files | find (s) | find -printf size+mtime (s) | launcher index, unchanged (s) | ratio vs find | vs find -printf |")
+        print("|---|---|---|---|---|---|")
+        print(
+            f"| {r['files']} | {r['find_s']:.3f} | {r['find_stat_s']:.3f} | {r['rescan_s']:.3f} "
+            f"| {r['ratio']:.1f}x | {r['ratio_vs_find_stat']:.1f}x |\n"
+        )
+    results = ROOT / "bench" / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    path = results / f"index-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(out, indent=2), encoding="utf-8")
+    print(f"wrote {path}")
+    shutil.rmtree(Path(tempfile.gettempdir()) / "launcher-bench", ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -18,6 +18,10 @@ class ModelError(LauncherError):
     exit_code = 3
 
 
+class RerankerUnavailable(ModelError):
+    """The requested reranker backend cannot run here (no CUDA GPU, optional extra not installed)."""
+
+
 class InputError(LauncherError):
     """An input (text, image, flag value) cannot be embedded as given."""
 
@@ -40,3 +44,21 @@ class StoreLocked(StoreError):
 
 class ModelMismatch(StoreError):
     """The index was built with another model or pipeline."""
+
+
+class ServerError(LauncherError):
+    """The resident process (`launcher launch`) is not running, already running, or refused a request."""
+
+    exit_code = 5
+
+
+class AlreadyRunning(ServerError):
+    """A second `launcher launch` for the same user."""
+
+
+class NotRunning(ServerError):
+    """`launcher toggle` with no resident process."""
+
+
+class NotIndexed(LauncherError):
+    """The window was asked to open, reveal or copy a path that is not in the index."""

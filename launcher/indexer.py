@@ -11,15 +11,18 @@ Two passes, so the index is useful from the first minute:
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import logging
 import os
 import queue
+import stat
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from launcher import diff as diff_stage
 from launcher import scan as scan_stage
@@ -27,7 +30,7 @@ from launcher.engine import DOCUMENT_INSTRUCTION, Embedder, EmbedInput
 from launcher.errors import InputError, LauncherError
 from launcher.extract import ExtractError, ExtractSettings, extract
 from launcher.records import FileRecord, Piece, Skip
-from launcher.store import PieceMeta, Store, Writer
+from launcher.store import FileInfo, PieceMeta, Store, Writer
 
 log = logging.getLogger("launcher.indexer")
 
@@ -67,6 +70,8 @@ class IndexReport:
     pieces_pending: int = 0
     seconds: float = 0.0
     reset_reason: str | None = None
+    deferred: list[str] = field(default_factory=list)  # paths left unread for now (defer, checkpoint)
+    interrupted: bool = False  # a checkpoint or stop() ended the job early
 
     def to_dict(self) -> dict[str, object]:
         """JSON-friendly form."""
@@ -97,6 +102,9 @@ class Progress:
 
 
 ProgressFn = Callable[[Progress], None]
+# Called between files (phase "read") and between embedding units ("embed"); True stops the pass
+# there, after a commit. The watcher uses it to pause, to give way to queries and to new events.
+Checkpoint = Callable[[str], bool]
 
 
 def _noop(_: Progress) -> None:
@@ -160,34 +168,42 @@ class Indexer:
         """Ask a running job to stop at the next commit point."""
         self._stop.set()
 
-    # -- the job ---------------------------------------------------------------------------------
+    # -- the jobs --------------------------------------------------------------------------------
 
-    def run(self, roots: Sequence[str | Path], progress: ProgressFn = _noop) -> IndexReport:
-        """Index `roots` fully: scan, diff, read pass, embed pass."""
-        started = time.monotonic()
-        report = IndexReport()
-        roots = [str(Path(r).expanduser().resolve()) for r in roots]
-        identity = identity_for(self.embedder, self.options)
-        with Store.open_writer(
+    def open_writer(self, *, reset_on_mismatch: bool = True) -> Writer:
+        """The index's one writer for this model (StoreLocked while another process writes).
+
+        A different model or pipeline resets the index (never mixing vectors), or raises
+        ModelMismatch with reset_on_mismatch=False."""
+        return Store.open_writer(
             self.index_dir,
-            identity,
+            identity_for(self.embedder, self.options),
             dims=self.options.dims or self.embedder.dims,
             dtype=self.options.storage,  # type: ignore[arg-type]
-            on_mismatch="reset",  # another model: start a fresh index, never mix vectors
-        ) as writer:
+            on_mismatch="reset" if reset_on_mismatch else "raise",
+        )
+
+    def run(
+        self,
+        roots: Sequence[str | Path],
+        progress: ProgressFn = _noop,
+        *,
+        checkpoint: Checkpoint | None = None,
+        defer: Callable[[FileRecord], bool] | None = None,
+        reset_on_mismatch: bool = True,
+    ) -> IndexReport:
+        """Index `roots` fully: scan, diff, read pass, embed pass.
+
+        `checkpoint` may stop the read and embed passes early; `defer` names files not to read now
+        (both end up in report.deferred, to be read later)."""
+        started = time.monotonic()
+        report = IndexReport()
+        folders = [str(Path(r).expanduser().resolve()) for r in roots]
+        with self.open_writer(reset_on_mismatch=reset_on_mismatch) as writer:
             report.reset_reason = writer.reset_reason
-            writer.set_roots(roots)
+            writer.set_roots(folders)
             records: list[FileRecord] = []
-            for i, item in enumerate(
-                scan_stage.scan(
-                    roots,
-                    excludes=self.options.excludes,
-                    index_dir=self.index_dir,
-                    max_file_bytes=self.options.max_file_bytes,
-                    include_hidden=self.options.include_hidden,
-                    follow_symlinks=self.options.follow_symlinks,
-                )
-            ):
+            for i, item in enumerate(scan_stage.scan(folders, **self._scan_settings())):
                 if isinstance(item, Skip):
                     report.skipped.append(item)
                 else:
@@ -196,32 +212,138 @@ class Indexer:
                     progress(Progress("scan", i, 0))
             scanned = len(records) + len(report.skipped)
             progress(Progress("scan", scanned, scanned))
-            known = {
-                path: diff_stage.Known(k.file_id, k.size, k.mtime_ns, k.content_hash)
-                for path, k in writer.known_under(roots).items()
-            }
+            known = _known(writer.known_under(folders).values())
             plan = diff_stage.plan(records, known)
-            report.unchanged, report.new = plan.unchanged, len(plan.new)
-            report.changed, report.moved, report.removed = (
-                len(plan.changed),
-                len(plan.moved),
-                len(plan.removed),
-            )
-            for file_id in plan.removed:
-                writer.remove_file(file_id)
-            for rec, file_id, digest in plan.moved:
-                writer.move_file(file_id, rec.path, rec.size, rec.mtime_ns, digest)
-            writer.record_skips(report.skipped)
-            writer.commit()
-            to_read = [rec for rec, _ in plan.changed] + plan.new
-            replaced = {rec.path: file_id for rec, file_id in plan.changed}
-            self._read_pass(writer, to_read, replaced, report, progress)
-            if self.options.embed and not self._stop.is_set():
-                self._embed_pass(writer, report, progress)
-            report.pieces_pending = writer.pending_count()
-            writer.commit()
+            self._apply(writer, plan, folders, report, progress, checkpoint, defer)
+            self._finish(writer, report, progress, checkpoint)
         report.seconds = time.monotonic() - started
         return report
+
+    def update(
+        self,
+        changed: Iterable[str] = (),
+        removed: Iterable[str] = (),
+        moves: Sequence[tuple[str, str]] = (),
+        progress: ProgressFn = _noop,
+        *,
+        roots: Sequence[str] | None = None,
+        checkpoint: Checkpoint | None = None,
+        defer: Callable[[FileRecord], bool] | None = None,
+    ) -> IndexReport:
+        """Apply what a watcher saw, without scanning the whole tree.
+
+        - moves (src, dst): each indexed file at or below src whose counterpart below dst has the
+          indexed size and mtime is re-pathed, keeping its pieces and vectors; nothing is read;
+        - removed: indexed files at or below these paths that are gone from disk are forgotten;
+        - changed: each path (file or folder) is rescanned with the rules of a full scan of `roots`
+          (default: the index's roots) and diffed against the indexed files at or below it: new and
+          changed files are read, vanished ones removed, renames inside found by content hash.
+        Then the embed pass, as in run(). A different model raises ModelMismatch: a partial
+        update never resets the index."""
+        started = time.monotonic()
+        report = IndexReport()
+        with self.open_writer(reset_on_mismatch=False) as writer:
+            roots = list(roots) if roots is not None else writer.snapshot().roots
+            known = _PathIndex(writer.files())
+            for src, dst in moves:
+                report.moved += self._move(writer, known, src, dst)
+            gone = [info for info in known.under(removed) if not os.path.exists(info.path)]
+            for info in gone:
+                writer.remove_file(info.file_id)
+                known.discard(info.path)
+            report.removed += len(gone)
+            scopes = [p for p in scan_stage.unique_paths(list(changed)) if _under_any(p, roots)]
+            if scopes:
+                records: list[FileRecord] = []
+                for item in scan_stage.rescan(roots, scopes, **self._scan_settings()):
+                    if isinstance(item, Skip):
+                        report.skipped.append(item)
+                    else:
+                        records.append(item)
+                plan = diff_stage.plan(records, _known(known.under(scopes)))
+                self._apply(writer, plan, scopes, report, progress, checkpoint, defer)
+            writer.commit()
+            self._finish(writer, report, progress, checkpoint)
+        report.seconds = time.monotonic() - started
+        return report
+
+    def embed_pending(
+        self, progress: ProgressFn = _noop, *, checkpoint: Checkpoint | None = None, unit: int | None = None
+    ) -> IndexReport:
+        """Embed the pieces still without vectors (recent and small files first) until done or
+        until `checkpoint` says stop; `unit` pieces per model call (default: a whole file)."""
+        started = time.monotonic()
+        report = IndexReport()
+        with self.open_writer(reset_on_mismatch=False) as writer:
+            self._embed_pass(writer, report, progress, checkpoint, unit)
+            report.pieces_pending = writer.pending_count()
+        report.seconds = time.monotonic() - started
+        return report
+
+    def _scan_settings(self) -> dict[str, Any]:
+        return {
+            "excludes": self.options.excludes,
+            "index_dir": self.index_dir,
+            "max_file_bytes": self.options.max_file_bytes,
+            "include_hidden": self.options.include_hidden,
+            "follow_symlinks": self.options.follow_symlinks,
+        }
+
+    def _apply(
+        self,
+        writer: Writer,
+        plan: diff_stage.Plan,
+        scanned: Sequence[str],
+        report: IndexReport,
+        progress: ProgressFn,
+        checkpoint: Checkpoint | None,
+        defer: Callable[[FileRecord], bool] | None,
+    ) -> None:
+        """Carry out a diff: removals and moves first (cheap, committed at once), then the read pass."""
+        candidates = [rec for rec, _ in plan.changed] + plan.new
+        later = {rec.path for rec in candidates if defer is not None and defer(rec)}
+        report.deferred += sorted(later)
+        report.unchanged += plan.unchanged
+        report.new += sum(rec.path not in later for rec in plan.new)
+        report.changed += sum(rec.path not in later for rec, _ in plan.changed)
+        report.moved += len(plan.moved)
+        report.removed += len(plan.removed)
+        for file_id in plan.removed:
+            writer.remove_file(file_id)
+        for rec, file_id, digest in plan.moved:
+            writer.move_file(file_id, rec.path, rec.size, rec.mtime_ns, digest)
+        writer.record_skips(report.skipped, replace_under=scanned)
+        writer.commit()
+        to_read = [rec for rec, _ in plan.changed if rec.path not in later]
+        to_read += [rec for rec in plan.new if rec.path not in later]
+        replaced = {rec.path: file_id for rec, file_id in plan.changed}
+        self._read_pass(writer, to_read, replaced, report, progress, checkpoint)
+
+    def _finish(
+        self, writer: Writer, report: IndexReport, progress: ProgressFn, checkpoint: Checkpoint | None
+    ) -> None:
+        if self.options.embed and not self._stop.is_set() and not report.interrupted:
+            self._embed_pass(writer, report, progress, checkpoint, None)
+        report.pieces_pending = writer.pending_count()
+        writer.commit()
+
+    def _move(self, writer: Writer, known: _PathIndex, src: str, dst: str) -> int:
+        """Re-path the indexed files at or below src that now sit, unchanged, below dst."""
+        moved = 0
+        for info in known.under([src]):
+            new_path = dst + info.path[len(src) :]
+            try:
+                st = os.stat(new_path)
+            except OSError:
+                continue
+            same = st.st_size == info.size and st.st_mtime_ns == info.mtime_ns and stat.S_ISREG(st.st_mode)
+            # A new extension is a new kind (notes -> notes.pdf): read it again rather than keep
+            # pieces made the old way.
+            if same and scan_stage.kind_of(new_path) == info.kind:
+                writer.move_file(info.file_id, new_path, info.size, info.mtime_ns)
+                known.move(info, new_path)
+                moved += 1
+        return moved
 
     def _read_pass(
         self,
@@ -230,10 +352,13 @@ class Indexer:
         replaced: dict[str, str],
         report: IndexReport,
         progress: ProgressFn,
+        checkpoint: Checkpoint | None = None,
     ) -> None:
         last_commit = time.monotonic()
         for n, rec in enumerate(records, 1):
-            if self._stop.is_set():
+            if self._stop.is_set() or (checkpoint is not None and checkpoint("read")):
+                report.interrupted = True
+                report.deferred += [r.path for r in records[n - 1 :]]
                 break
             old_id = replaced.get(rec.path)
             if old_id is not None:
@@ -257,7 +382,14 @@ class Indexer:
             progress(Progress("read", n, len(records), path=rec.path))
         writer.commit()
 
-    def _embed_pass(self, writer: Writer, report: IndexReport, progress: ProgressFn) -> None:
+    def _embed_pass(
+        self,
+        writer: Writer,
+        report: IndexReport,
+        progress: ProgressFn,
+        checkpoint: Checkpoint | None = None,
+        unit: int | None = None,
+    ) -> None:
         """Embed pending pieces file by file: recent and small files first."""
         work = writer.pending_by_file()  # file_id -> [piece ids in order]
         files = writer.files_by_id(list(work))
@@ -267,7 +399,8 @@ class Indexer:
         started = time.monotonic()
         last_commit = started
         for file_id, rec, pieces_or_error in self._lookahead(order, files):
-            if self._stop.is_set():
+            if self._stop.is_set() or (checkpoint is not None and checkpoint("embed")):
+                report.interrupted = True
                 break
             piece_ids = work[file_id]
             if isinstance(pieces_or_error, str):
@@ -282,20 +415,29 @@ class Indexer:
                 done += len(piece_ids)
                 continue
             wanted = writer.piece_positions(file_id, piece_ids)
-            inputs = [
-                embed_input_for(pieces[i], self.options.instruction, images=self.images) for i in wanted
-            ]
-            try:
-                vectors = self.embedder.embed(inputs, dims=self.options.dims)
-            except InputError as exc:
-                reason = str(exc)
-                report.failed.append(Skip(rec.path, reason))
-                writer.record_failure(rec, reason, file_id=file_id)
-                done += len(piece_ids)
-                continue
-            writer.set_vectors(piece_ids, vectors)
-            report.pieces_embedded += len(piece_ids)
-            done += len(piece_ids)
+            step = unit or len(wanted) or 1
+            for a in range(0, len(wanted), step):
+                if a and checkpoint is not None and checkpoint("embed"):
+                    # Stopped inside a file: its other pieces stay pending for the next pass.
+                    report.interrupted = True
+                    break
+                inputs = [
+                    embed_input_for(pieces[i], self.options.instruction, images=self.images)
+                    for i in wanted[a : a + step]
+                ]
+                try:
+                    vectors = self.embedder.embed(inputs, dims=self.options.dims)
+                except InputError as exc:
+                    reason = str(exc)
+                    report.failed.append(Skip(rec.path, reason))
+                    writer.record_failure(rec, reason, file_id=file_id)
+                    done += len(piece_ids) - a
+                    break
+                writer.set_vectors(piece_ids[a : a + step], vectors)
+                report.pieces_embedded += len(inputs)
+                done += len(inputs)
+            if report.interrupted:
+                break
             now = time.monotonic()
             if now - last_commit > COMMIT_SECONDS:
                 writer.commit()
@@ -354,3 +496,67 @@ class Indexer:
                 with contextlib.suppress(queue.Empty):
                     q.get(timeout=0.1)
             thread.join()
+
+
+def _known(infos: Iterable[FileInfo]) -> dict[str, diff_stage.Known]:
+    """What the diff compares a scan with."""
+    return {i.path: diff_stage.Known(i.file_id, i.size, i.mtime_ns, i.content_hash) for i in infos}
+
+
+def _under_any(path: str, folders: Sequence[str]) -> bool:
+    return any(path == f or path.startswith(f.rstrip(os.sep) + os.sep) for f in folders)
+
+
+class _PathIndex:
+    """Indexed files by path, sorted, so that "everything at or below P" is two binary searches
+    (the store's known_under compares every file with every path: too slow for 10,000 events)."""
+
+    def __init__(self, infos: Iterable[FileInfo]) -> None:
+        self._by_path = {i.path: i for i in infos}
+        self._sorted = sorted(self._by_path)
+        # Paths that files moved to during this update, not yet in _sorted: merged (one sort) only
+        # when a later lookup could need them, i.e. for a chain of moves (a -> b, then b -> c).
+        self._fresh: list[str] = []
+
+    def under(self, paths: Iterable[str]) -> list[FileInfo]:
+        """Indexed files at or below any of `paths`, each once."""
+        out: dict[str, FileInfo] = {}
+        for path in paths:
+            if path in self._by_path:
+                out[path] = self._by_path[path]
+            prefix = path.rstrip(os.sep) + os.sep
+            if self._fresh and _prefix_range(self._fresh, prefix):
+                self._sorted = sorted(set(self._sorted) | set(self._fresh))
+                self._fresh = []
+            for p in _prefix_range(self._sorted, prefix):
+                info = self._by_path.get(p)
+                if info is not None:  # None: moved away or removed during this update
+                    out[p] = info
+        return list(out.values())
+
+    def discard(self, path: str) -> None:
+        """Forget a path (the sorted list keeps it; lookups skip it)."""
+        self._by_path.pop(path, None)
+
+    def move(self, info: FileInfo, new_path: str) -> None:
+        """A file re-pathed during this update."""
+        self._by_path.pop(info.path, None)
+        self._by_path[new_path] = FileInfo(
+            info.file_id,
+            new_path,
+            info.size,
+            info.mtime_ns,
+            info.kind,
+            info.content_hash,
+            info.n_pieces,
+            info.error,
+        )
+        bisect.insort(self._fresh, new_path)
+
+
+def _prefix_range(items: list[str], prefix: str) -> list[str]:
+    """The items of a sorted list that start with prefix (which ends with the separator)."""
+    # They sort between prefix and prefix with its last character bumped by one.
+    lo = bisect.bisect_left(items, prefix)
+    hi = bisect.bisect_left(items, prefix[:-1] + chr(ord(prefix[-1]) + 1))
+    return items[lo:hi]

@@ -4,6 +4,7 @@ status and doctor reports. The CLI only parses flags and prints."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import sys
@@ -15,7 +16,7 @@ from typing import Any
 
 from launcher import config, models
 from launcher.engine import load_embedder
-from launcher.errors import LauncherError
+from launcher.errors import LauncherError, StoreError
 from launcher.extract import ExtractSettings
 from launcher.indexer import Indexer, IndexOptions, IndexReport, Progress
 from launcher.searcher import read_model_hint, write_model_hint
@@ -51,18 +52,15 @@ def run_index(
         raise LauncherError(f"--storage must be float16, int8 or float32, not {storage!r}")
     resolved = models.resolve_model(model, mmproj)
     if not model and not resolved.multimodal:
-        _err(
-            "note: using the bundled text model: images and scanned pages match by file name only; "
-            "for the multimodal model run `launcher models pull qwen3-vl-embedding-2b`"
-        )
-    options = IndexOptions(
+        _note_text_model()
+    options = index_options(
         excludes=excludes,
-        max_file_bytes=max_file_mb * 1024 * 1024,
-        include_hidden=include_hidden,
-        follow_symlinks=follow_symlinks,
         dims=dims,
         storage=storage,
-        extract=replace(ExtractSettings(), max_image_pixels=max_image_mp * 1_000_000),
+        max_file_mb=max_file_mb,
+        max_image_mp=max_image_mp,
+        include_hidden=include_hidden,
+        follow_symlinks=follow_symlinks,
         embed=embed,
     )
     index_dir.mkdir(parents=True, exist_ok=True)
@@ -81,6 +79,147 @@ def run_index(
     else:
         print(format_summary(report))
     return report
+
+
+def _note_text_model() -> None:
+    _err(
+        "note: using the bundled text model: images and scanned pages match by file name only; "
+        "for the multimodal model run `launcher models pull qwen3-vl-embedding-2b`"
+    )
+
+
+def index_options(
+    *,
+    excludes: list[str],
+    dims: int | None,
+    storage: str,
+    max_file_mb: int,
+    max_image_mp: int,
+    include_hidden: bool,
+    follow_symlinks: bool,
+    embed: bool = True,
+) -> IndexOptions:
+    """IndexOptions from the flags `launcher index` and `launcher watch` share."""
+    if storage not in ("float16", "int8", "float32"):
+        raise LauncherError(f"--storage must be float16, int8 or float32, not {storage!r}")
+    return IndexOptions(
+        excludes=excludes,
+        max_file_bytes=max_file_mb * 1024 * 1024,
+        include_hidden=include_hidden,
+        follow_symlinks=follow_symlinks,
+        dims=dims,
+        storage=storage,
+        extract=replace(ExtractSettings(), max_image_pixels=max_image_mp * 1_000_000),
+        embed=embed,
+    )
+
+
+def resolve_index_model(index_dir: Path, model: str | None, mmproj: str | None) -> models.ResolvedModel:
+    """The model to write an index with: the one named, else the one that built it, else the default."""
+    if model:
+        return models.resolve_model(model, mmproj)
+    hint = read_model_hint(index_dir)
+    if hint and Path(hint["model"]).is_file():
+        mm = Path(hint["mmproj"]) if hint.get("mmproj") else None
+        return models.ResolvedModel(hint["name"], Path(hint["model"]), mm, mm is not None)
+    return models.resolve_model(None, mmproj)
+
+
+def run_watch(
+    paths: Sequence[Path],
+    *,
+    index_dir: Path,
+    model: str | None,
+    mmproj: str | None,
+    excludes: list[str],
+    dims: int | None,
+    storage: str | None,
+    max_file_mb: int,
+    max_image_mp: int,
+    include_hidden: bool,
+    follow_symlinks: bool,
+    engine_options: Any,
+    force_polling: bool,
+    interval_s: float,
+    settle_s: float,
+) -> None:
+    """`launcher watch`: keep the index in step with the folders until SIGTERM or Ctrl+C.
+
+    SIGUSR1 pauses, SIGUSR2 resumes (so does removing the pause file). The model, dims and
+    storage default to the index's own, so that a watcher never rebuilds an index by accident."""
+    import signal
+    import threading
+
+    from launcher.watch import PAUSE_FILE, Watcher, lower_process_priority
+
+    # Before the model loads and any thread starts: every thread inherits it.
+    lower_process_priority()
+    # A niced process is often descheduled: llama.cpp's OpenMP threads then spin at their barriers
+    # while the others wait for a core (measured 9x slower on a busy 2-core machine). Sleeping at
+    # the barrier instead keeps background embedding close to full speed and frees the cores.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read when llama.cpp loads, just below
+    logging.getLogger("launcher.watch").setLevel(logging.INFO)  # one line per batch, for the journal
+    existing = Store.open(index_dir) if Store.exists(index_dir) else None
+    roots = [Path(p).expanduser() for p in paths] or [Path(r) for r in (existing.roots if existing else [])]
+    if not roots:
+        raise LauncherError("no folders to watch: give PATH, or run `launcher index PATH` first")
+    missing = [p for p in roots if not p.exists()]
+    if len(missing) == len(roots):
+        raise LauncherError(f"no such file or folder: {missing[0]}")
+    for p in missing:  # an unmounted drive, a folder still to be made
+        _err(f"note: {p} does not exist yet; it is watched once it appears")
+    resolved = resolve_index_model(index_dir, model, mmproj)
+    if not model and not resolved.multimodal and existing is None:
+        _note_text_model()
+    options = index_options(
+        excludes=excludes,
+        dims=dims,
+        storage=storage or (existing.dtype if existing else str(config.resolve("storage"))),
+        max_file_mb=max_file_mb,
+        max_image_mp=max_image_mp,
+        include_hidden=include_hidden,
+        follow_symlinks=follow_symlinks,
+    )
+    index_dir.mkdir(parents=True, exist_ok=True)
+    with load_embedder(resolved.path, resolved.mmproj, engine_options) as embedder:
+        if dims is not None and dims > embedder.dims:
+            raise LauncherError(f"--dims {dims} is more than the model's {embedder.dims} dimensions")
+        if dims is None and existing is not None and existing.dims < embedder.dims:
+            options = replace(options, dims=existing.dims)  # the index keeps its Matryoshka truncation
+        write_model_hint(index_dir, resolved)
+        watcher = Watcher(
+            index_dir,
+            roots,
+            embedder,
+            options,
+            settle_s=settle_s,
+            reconcile_interval_s=interval_s,
+            force_polling=force_polling,
+        )
+        done = threading.Event()
+        handlers: dict[int, Any] = {
+            signal.SIGTERM: lambda *_: done.set(),
+            signal.SIGINT: lambda *_: done.set(),
+        }
+        if hasattr(signal, "SIGUSR1"):  # not on Windows: the pause file works everywhere
+            handlers[signal.SIGUSR1] = lambda *_: watcher.pause()
+            handlers[signal.SIGUSR2] = lambda *_: watcher.resume()
+        previous = {sig: signal.signal(sig, h) for sig, h in handlers.items()}
+        pid = os.getpid()
+        _err(
+            f"watching {', '.join(str(r) for r in roots)} (pid {pid}): pause with `kill -USR1 {pid}` "
+            f"or `touch {index_dir / PAUSE_FILE}`, resume with `kill -USR2 {pid}`; stop with Ctrl+C"
+        )
+        try:
+            watcher.start()
+            while not done.wait(1.0) and watcher.error is None:
+                pass
+        finally:
+            watcher.stop()
+            for sig, h in previous.items():
+                signal.signal(sig, h)
+    if watcher.error is not None:
+        raise StoreError(watcher.error)
 
 
 def _run_with_progress(indexer: Indexer, roots: list[str], show: bool) -> IndexReport:
@@ -128,9 +267,12 @@ def format_summary(r: IndexReport) -> str:
 
 
 def status_report(index_dir: Path) -> dict[str, Any]:
-    """`launcher status`: what the index holds."""
+    """`launcher status`: what the index holds, and what a running watcher is doing."""
+    from launcher.watch import read_status
+
+    watcher = read_status(index_dir)
     if not Store.exists(index_dir):
-        return {"index_dir": str(index_dir), "exists": False}
+        return {"index_dir": str(index_dir), "exists": False, "watcher": watcher}
     store = Store.open(index_dir)
     st = store.stats()
     hint = read_model_hint(index_dir) or {}
@@ -158,13 +300,15 @@ def status_report(index_dir: Path) -> dict[str, Any]:
         else None,
         "generation": st.generation,
         "failures": [{"path": f.path, "reason": f.reason} for f in failures],
+        "watcher": watcher,
     }
 
 
 def format_status(r: dict[str, Any]) -> str:
     """Human-readable `launcher status`."""
     if not r.get("exists"):
-        return f"no index at {r['index_dir']}: run `launcher index PATH`"
+        lines = [f"no index at {r['index_dir']}: run `launcher index PATH`"]
+        return "\n".join(lines + format_watcher(r.get("watcher")))
     kinds = ", ".join(f"{k} {v}" for k, v in sorted(r["files_by_kind"].items()))
     lines = [
         f"index:    {r['index_dir']} ({r['bytes_on_disk'] / 1e6:.1f} MB, updated {r['last_update']})",
@@ -172,10 +316,42 @@ def format_status(r: dict[str, Any]) -> str:
         f"files:    {r['files']} ({kinds})",
         f"pieces:   {r['pieces']}, embedded {r['embedded']} ({100 * r['embedding_progress']:.0f}%), pending {r['pending']}",
         f"model:    {r['model']['name']} ({r['dims']} dims, {r['storage']})",
+        *format_watcher(r.get("watcher")),
         f"failures: {len(r['failures'])}",
     ]
     lines += [f"  {f['path']}: {f['reason']}" for f in r["failures"][:20]]
     return "\n".join(lines)
+
+
+def format_watcher(w: dict[str, Any] | None) -> list[str]:
+    """Two status lines for a running watcher: what it does, and how each root is watched."""
+    if not w:
+        return []
+    state = str(w.get("state"))
+    p = w.get("progress")
+    if p and p.get("total") and state in ("reading", "embedding", "reconciling"):
+        state += f" {p['done']}/{p['total']}"
+    parts = [
+        f"watcher:  {state} (pid {w.get('pid')})",
+        f"queue {w.get('queue', 0)}",
+        f"pending {w.get('pending_pieces') or 0} pieces",
+        f"last event {_clock(w.get('last_event'))}",
+        f"reconciled {_clock(w.get('last_reconcile'))}",
+    ]
+    if w.get("message"):
+        parts.append(str(w["message"]))
+    roots = [
+        f"{r['path']} {r['observer']}" + (f" ({r['reason']})" if r.get("reason") else "")
+        for r in w.get("roots", [])
+    ]
+    return [", ".join(parts), "          watching " + "; ".join(roots)]
+
+
+def _clock(iso: str | None) -> str:
+    """'12:03:04' for an ISO time today, the ISO time otherwise, '-' for none."""
+    if not iso:
+        return "-"
+    return iso[11:] if iso[:10] == time.strftime("%Y-%m-%d") else iso
 
 
 def doctor_report() -> dict[str, Any]:

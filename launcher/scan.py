@@ -11,7 +11,7 @@ import fnmatch
 import os
 import re
 import stat
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import pathspec
@@ -55,6 +55,23 @@ SYSTEM_FILES = frozenset({"Thumbs.db", "desktop.ini", "Icon\r"})
 # A folder holding one of these is a Python or conda environment: thousands of library files.
 ENV_MARKERS = ("pyvenv.cfg", "conda-meta")
 IGNORE_FILES = (".gitignore", ".ignore")  # later files win, as in ripgrep
+# Names of files another program is still writing (browser downloads, office lock files, editor swap
+# and temp files). The watcher does not read them on an event (the finished file appears under its
+# final name); a full scan still indexes them, so that `launcher index` indexes what is there.
+PARTIAL_FILE_GLOBS = (
+    "*.part",
+    "*.partial",
+    "*.crdownload",
+    "*.download",
+    "*.tmp",
+    "*.temp",
+    "*.swp",
+    "*.swx",
+    "~$*",
+    ".#*",
+    ".~lock.*#",
+)
+_PARTIAL = re.compile("|".join(fnmatch.translate(g) for g in PARTIAL_FILE_GLOBS))
 
 # Extensions by kind (lowercase, without the dot). Anything else is "other": still findable by name.
 _EXTENSIONS: dict[str, str] = {
@@ -86,6 +103,18 @@ CODE_NAMES = frozenset(
 def kind_of(path: str | os.PathLike[str]) -> str:
     """The kind of a file (one of records.KINDS), from its extension alone."""
     return _kind_of_name(os.path.basename(os.fspath(path)))
+
+
+def exclude_matcher(globs: Sequence[str]) -> Callable[[str, str, str, bool], bool]:
+    """The user's exclude globs as scan applies them: (name, path relative to the root with '/',
+    absolute path, is_dir) -> excluded."""
+    excludes = _Excludes(globs)
+    return excludes.match if excludes else (lambda name, rel, path, is_dir: False)
+
+
+def is_partial_name(name: str) -> bool:
+    """Whether a file name says the file is still being written (a download, a lock or swap file)."""
+    return _PARTIAL.match(name.lower()) is not None
 
 
 def _kind_of_name(name: str) -> str:
@@ -199,17 +228,54 @@ def scan(
         include_hidden=include_hidden,
         follow_symlinks=follow_symlinks,
     )
-    for root in _unique_roots(roots):
+    for root in unique_paths(roots):
         yield from walker.walk_root(root)
 
 
-def _unique_roots(roots: Sequence[str | os.PathLike[str]]) -> list[str]:
-    """Absolute roots, sorted, without those inside another root (they would be walked twice)."""
+def rescan(
+    roots: Sequence[str | os.PathLike[str]],
+    paths: Sequence[str | os.PathLike[str]],
+    *,
+    excludes: Sequence[str] = (),
+    index_dir: str | os.PathLike[str] | None = None,
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+    include_hidden: bool = False,
+    follow_symlinks: bool = False,
+) -> Iterator[FileRecord | Skip]:
+    """What `scan(roots)` yields at or below each of `paths` (files or folders), walking only there.
+
+    A path outside every root, gone, or left out by the rules (hidden, excluded, ignored, a system
+    folder, inside a Python environment) yields nothing; the ancestors' ignore files still apply.
+    """
+    walker = _Walker(
+        excludes=_Excludes(excludes),
+        index_dirs=_index_dirs(index_dir),
+        max_file_bytes=max_file_bytes,
+        include_hidden=include_hidden,
+        follow_symlinks=follow_symlinks,
+    )
+    kept = unique_paths(roots)
+    for path in unique_paths(paths):
+        root = next((r for r in kept if _inside(path, r)), None)
+        if root is not None:
+            yield from walker.walk_path(root, path)
+
+
+def unique_paths(roots: Sequence[str | os.PathLike[str]]) -> list[str]:
+    """Absolute paths, sorted, without those inside another one (they would be walked twice)."""
     absolute = sorted({os.path.abspath(os.path.expanduser(os.fspath(r))) for r in roots})
     kept: list[str] = []
+    seen: set[str] = set()
     for root in absolute:
-        if not any(_inside(root, k) for k in kept):
+        # Ancestors sort first, so looking them up costs the path's depth, not the list's length
+        # (a watcher's batch may hold 10,000 paths).
+        parent, inside = root, False
+        while not inside and os.path.dirname(parent) != parent:
+            parent = os.path.dirname(parent)
+            inside = parent in seen
+        if not inside:
             kept.append(root)
+            seen.add(root)
     return kept
 
 
@@ -244,17 +310,21 @@ class _Walker:
         self.include_hidden = include_hidden
         self.follow_symlinks = follow_symlinks
         self.seen_dirs: set[tuple[int, int]] = set()
+        self._folders: dict[str, _Frame | None] = {}  # rescan: the rules in force in each ancestor
 
-    def walk_root(self, root: str) -> Iterator[FileRecord | Skip]:
-        """Yield everything under one root (or the root itself when it is a file)."""
-        if any(_inside(root, d) for d in self.index_dirs):
-            return
+    def _note_root(self, root: str) -> None:
         real_root = os.path.realpath(root)
         for index_dir in list(self.index_dirs):
             # The index folder spelled under this root, when the root is reached through a symlink.
             if _inside(index_dir, real_root):
                 spelled = os.path.join(root, os.path.relpath(index_dir, real_root))
                 self.index_dirs.add(os.path.normpath(spelled))
+
+    def walk_root(self, root: str) -> Iterator[FileRecord | Skip]:
+        """Yield everything under one root (or the root itself when it is a file)."""
+        if any(_inside(root, d) for d in self.index_dirs):
+            return
+        self._note_root(root)
         try:
             st = os.stat(root)
         except FileNotFoundError:
@@ -271,6 +341,63 @@ class _Walker:
             return
         # The root is walked even when it is hidden or a symlink: the person named it.
         yield from self._walk(root, (st.st_dev, st.st_ino))
+
+    def walk_path(self, root: str, path: str) -> Iterator[FileRecord | Skip]:
+        """Yield what walk_root(root) would yield at or below `path`, a file or folder inside root."""
+        if path == root:
+            yield from self.walk_root(root)
+            return
+        self._note_root(root)
+        if any(_inside(root, d) or _inside(path, d) for d in self.index_dirs):
+            return
+        parts = os.path.relpath(path, root).split(os.sep)
+        frame = self._folder(root, "", None)
+        for name in parts[:-1]:
+            if frame is None:
+                return
+            frame = self._folder(os.path.join(frame.path, name), name, frame)
+        name = parts[-1]
+        if frame is None or (not self.include_hidden and name.startswith(".")):
+            return
+        entry = _PathEntry(os.path.join(frame.path, name), name)
+        rel = f"{frame.rel}/{name}" if frame.rel else name
+        try:
+            is_link = entry.is_symlink()
+            is_dir = entry.is_dir()
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            yield Skip(entry.path, _os_reason(exc))
+            return
+        if is_dir:
+            child = self._enter(entry, rel, is_link, frame, [])  # type: ignore[arg-type]
+            if isinstance(child, _Frame):
+                yield from self._walk_frames([child])
+            elif child is not None:
+                yield child
+        else:
+            found = self._visit_file(entry, rel, is_link, frame)  # type: ignore[arg-type]
+            if found is not None:
+                yield found
+
+    def _folder(self, path: str, name: str, parent: _Frame | None) -> _Frame | None:
+        """An ancestor folder of a rescanned path with its rules; None when a full scan never enters it."""
+        if path in self._folders:
+            return self._folders[path]
+        frame: _Frame | Skip | None = None
+        if parent is None:
+            frame = self._open(path, "", _Rules(), None, is_root=True)
+        else:
+            rel = f"{parent.rel}/{name}" if parent.rel else name
+            system = name in SYSTEM_DIRS or (os.path.basename(parent.path), name) in SYSTEM_DIR_PAIRS
+            hidden = not self.include_hidden and name.startswith(".")
+            if not (system or hidden or path in self.index_dirs):
+                linked = os.path.islink(path)
+                if (not linked or self.follow_symlinks) and self._wanted(name, rel, path, True, parent.rules):
+                    frame = self._open(path, rel, parent.rules, None)
+        found = frame if isinstance(frame, _Frame) else None
+        self._folders[path] = found
+        return found
 
     def _file_record(self, path: str, name: str, st: os.stat_result) -> FileRecord | Skip:
         if st.st_size > self.max_file_bytes:
@@ -315,7 +442,9 @@ class _Walker:
             return
         if self.follow_symlinks:
             self.seen_dirs.add(root_ident)
-        stack = [first]
+        yield from self._walk_frames([first])
+
+    def _walk_frames(self, stack: list[_Frame]) -> Iterator[FileRecord | Skip]:
         while stack:
             frame = stack[-1]
             entry = next(frame.entries, None)
@@ -401,6 +530,28 @@ class _Walker:
         if not stat.S_ISREG(st.st_mode):
             return Skip(entry.path, "not a regular file")
         return self._file_record(entry.path, name, st)
+
+
+class _PathEntry:
+    """An os.DirEntry look-alike for one path named by an event rather than listed by scandir."""
+
+    def __init__(self, path: str, name: str) -> None:
+        self.path = path
+        self.name = name
+
+    def is_symlink(self) -> bool:
+        return os.path.islink(self.path)
+
+    def is_dir(self) -> bool:
+        try:
+            return stat.S_ISDIR(os.stat(self.path).st_mode)
+        except FileNotFoundError:
+            if os.path.lexists(self.path):
+                return False  # a dangling link, as DirEntry.is_dir() says
+            raise
+
+    def stat(self) -> os.stat_result:
+        return os.stat(self.path)
 
 
 def _windows_hidden(st: os.stat_result) -> bool:

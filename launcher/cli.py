@@ -6,12 +6,16 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from launcher import config
 from launcher.errors import LauncherError
+
+if TYPE_CHECKING:  # imported lazily at run time, so that `launcher --help` starts fast
+    from launcher.records import Hit
+    from launcher.searcher import Query
 
 app = typer.Typer(
     name="launcher",
@@ -208,6 +212,89 @@ def index(
 
 
 @app.command()
+def watch(
+    paths: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Folders to watch (default: the folders the index covers)."),
+    ] = None,
+    index_dir: IndexDirOpt = None,
+    model: ModelOpt = None,
+    mmproj: MmprojOpt = None,
+    exclude: Annotated[
+        list[str] | None,
+        typer.Option("--exclude", help="Glob of paths to leave out (repeatable), e.g. '*.log' or 'build/'."),
+    ] = None,
+    dims: DimsOpt = None,
+    storage: Annotated[
+        str | None,
+        typer.Option(
+            "--storage",
+            help="Vector storage of a new index: float16 (default) or int8; an existing index keeps its own. "
+            "(env LAUNCHER_STORAGE)",
+        ),
+    ] = None,
+    max_file_mb: Annotated[
+        int, typer.Option("--max-file-mb", min=1, help="Skip files larger than this (MB).")
+    ] = 1024,
+    max_image_mp: Annotated[
+        int,
+        typer.Option(
+            "--max-image-mp", min=1, help="Skip images with more megapixels than this (decompression bombs)."
+        ),
+    ] = 64,
+    include_hidden: Annotated[
+        bool, typer.Option("--include-hidden", help="Also index hidden files and folders.")
+    ] = False,
+    follow_symlinks: Annotated[
+        bool, typer.Option("--follow-symlinks", help="Follow symlinked folders (loops are detected).")
+    ] = False,
+    poll: Annotated[
+        bool,
+        typer.Option(
+            "--poll", help="Poll for changes instead of using OS events (network drives, odd mounts)."
+        ),
+    ] = False,
+    interval: Annotated[
+        float,
+        typer.Option(
+            "--interval",
+            min=1.0,
+            help="Seconds between reconcile passes, the full stat walk that catches missed events.",
+        ),
+    ] = 600.0,
+    settle: Annotated[
+        float,
+        typer.Option(
+            "--settle", min=0.0, help="Seconds a changed file must stay unchanged before it is read."
+        ),
+    ] = 2.0,
+    threads: ThreadsOpt = None,
+    gpu_layers: GpuOpt = None,
+    ctx: CtxOpt = None,
+) -> None:
+    """Keep the index fresh as files change, at low priority, until stopped (Ctrl+C or SIGTERM)."""
+    from launcher.jobs import run_watch
+
+    run_watch(
+        list(paths or []),
+        index_dir=_index_dir(index_dir),
+        model=config.resolve("model", model),
+        mmproj=config.resolve("mmproj", str(mmproj) if mmproj else None),
+        excludes=list(exclude or []),
+        dims=config.resolve("dims", dims),
+        storage=storage,
+        max_file_mb=max_file_mb,
+        max_image_mp=max_image_mp,
+        include_hidden=include_hidden,
+        follow_symlinks=follow_symlinks,
+        engine_options=_engine_options(threads, gpu_layers, ctx),
+        force_polling=poll,
+        interval_s=interval,
+        settle_s=settle,
+    )
+
+
+@app.command()
 def search(
     query: Annotated[str | None, typer.Argument(help="What you are looking for, in your own words.")] = None,
     image: Annotated[
@@ -240,7 +327,7 @@ def search(
         bool, typer.Option("--json", help="Print hits as a JSON list (path, score, kind, locator, snippet).")
     ] = False,
 ) -> None:
-    """Search the index from the shell."""
+    """Search the index from the shell (through a running `launcher launch` when there is one: no model reload)."""
     from launcher.records import KINDS
     from launcher.searcher import Query, Searcher, hit_to_json
 
@@ -259,16 +346,20 @@ def search(
         before=_parse_date(before, "--before"),
         min_score=config.resolve("min_score", min_score),
     )
-    searcher = Searcher(
-        _index_dir(index_dir),
-        model=config.resolve("model", model),
-        mmproj=config.resolve("mmproj", str(mmproj) if mmproj else None),
-        engine_options=_engine_options(threads, None, None),
-    )
-    try:
-        hits = searcher.search(q)
-    finally:
-        searcher.close()
+    model_name = config.resolve("model", model)
+    mmproj_path = config.resolve("mmproj", str(mmproj) if mmproj else None)
+    hits = _through_server(_index_dir(index_dir), q, model_name, mmproj_path)
+    if hits is None:
+        searcher = Searcher(
+            _index_dir(index_dir),
+            model=model_name,
+            mmproj=mmproj_path,
+            engine_options=_engine_options(threads, None, None),
+        )
+        try:
+            hits = searcher.search(q)
+        finally:
+            searcher.close()
     if as_json:
         sys.stdout.write(json.dumps([hit_to_json(h) for h in hits], ensure_ascii=True) + "\n")
         return
@@ -280,6 +371,112 @@ def search(
         typer.echo(f"{i:>2}. {h.score:.3f}  {h.path}" + (f"  ({where})" if where else ""))
         if h.snippet:
             typer.echo("      " + " ".join(h.snippet.split())[:160])
+
+
+def _through_server(index_dir: Path, q: Query, model: str | None, mmproj: str | None) -> list[Hit] | None:
+    """Hits from a running `launcher launch` serving this index (and this --model), else None."""
+    from launcher.client import search_through_server
+    from launcher.models import resolve_model
+
+    model_file = None
+    if model:
+        try:
+            model_file = resolve_model(model, mmproj).path
+        except LauncherError:
+            return None  # in-process says what is wrong with --model
+    return search_through_server(index_dir, q, model_file)
+
+
+@app.command()
+def launch(
+    port: Annotated[
+        int | None,
+        typer.Option(
+            "--port",
+            min=0,
+            max=65535,
+            help="Port on 127.0.0.1 for the window and the API (0: any free port). (env LAUNCHER_PORT)",
+        ),
+    ] = None,
+    hotkey: Annotated[
+        str | None,
+        typer.Option(
+            "--hotkey",
+            help="Global hotkey that shows the window, e.g. ctrl+alt+space, '<ctrl>+<alt>+k', super+f2; "
+            "'none' for no hotkey. (env LAUNCHER_HOTKEY)",
+        ),
+    ] = None,
+    watch: Annotated[
+        list[Path] | None,
+        typer.Option("--watch", help="Keep this folder indexed as files change (repeatable)."),
+    ] = None,
+    no_browser: Annotated[
+        bool,
+        typer.Option(
+            "--no-browser", help="Do not open the window now (the hotkey or `launcher toggle` will)."
+        ),
+    ] = False,
+    host: Annotated[
+        str | None,
+        typer.Option(
+            "--host",
+            help="Address to serve on (default 127.0.0.1). Anything else is reachable from other machines. (env LAUNCHER_HOST)",
+        ),
+    ] = None,
+    index_dir: IndexDirOpt = None,
+    model: ModelOpt = None,
+    mmproj: MmprojOpt = None,
+    threads: ThreadsOpt = None,
+) -> None:
+    """Start the resident process (one per user): model loaded once, search window, global hotkey, watcher."""
+    from launcher.hotkey import OFF, parse_combo
+    from launcher.serve import LaunchOptions, run_launch
+
+    combo = config.resolve("hotkey", hotkey)
+    combo = None if str(combo).strip().lower() in OFF else str(combo)
+    if combo:
+        parse_combo(combo)  # a bad combo: one line naming --hotkey, exit status 2
+    for p in watch or []:
+        if not p.expanduser().is_dir():
+            raise typer.BadParameter(f"no such folder: {p}", param_hint="--watch")
+    run_launch(
+        LaunchOptions(
+            index_dir=_index_dir(index_dir),
+            model=config.resolve("model", model),
+            mmproj=config.resolve("mmproj", str(mmproj) if mmproj else None),
+            engine_options=_engine_options(threads, None, None),
+            host=config.resolve("host", host),
+            port=config.resolve("port", port),
+            hotkey=combo,
+            watch=[p.expanduser().resolve() for p in watch or []],
+            open_browser=not no_browser,
+        )
+    )
+
+
+@app.command()
+def toggle(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the process's answer as JSON.")] = False,
+) -> None:
+    """Show the search window of the running `launcher launch` (bind this to a key on Wayland)."""
+    from launcher.client import Unreachable, require_running
+
+    client = require_running()
+    try:
+        answer = client.toggle()
+    except Unreachable:
+        from launcher.errors import NotRunning
+
+        raise NotRunning(f"launcher (pid {client.info.pid}) is not answering at {client.info.url}") from None
+    if as_json:
+        typer.echo(json.dumps(answer))
+        return
+    said = {
+        "focused": "brought the search window forward",
+        "opened": "opened the search window",
+        "opening": "the search window is opening",
+    }
+    typer.echo(said.get(answer.get("action", ""), str(answer)))
 
 
 @app.command()

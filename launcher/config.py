@@ -40,6 +40,11 @@ def default_index_dir() -> Path:
     return home() / "index"
 
 
+def run_dir() -> Path:
+    """Where the resident process keeps its run file (pid, port, token) and upload cache."""
+    return home() / "run"
+
+
 def bundled_models_dir() -> Path:
     """The `models/` folder shipped with the source tree (the offline text model)."""
     return Path(__file__).resolve().parent.parent / "models"
@@ -69,6 +74,13 @@ SETTINGS: dict[str, Setting] = {
     "document_instruction": Setting("LAUNCHER_DOCUMENT_INSTRUCTION", "document_instruction", None, str),
     "storage": Setting("LAUNCHER_STORAGE", "storage", "float16", str),
     "min_score": Setting("LAUNCHER_MIN_SCORE", "min_score", None, float),
+    # The resident process (`launcher launch`) and the desktop commands it runs.
+    "host": Setting("LAUNCHER_HOST", "host", "127.0.0.1", str),
+    "port": Setting("LAUNCHER_PORT", "port", 0, int),
+    "hotkey": Setting("LAUNCHER_HOTKEY", "hotkey", "ctrl+alt+space", str),
+    "opener": Setting("LAUNCHER_OPENER", "opener", None, str),
+    "revealer": Setting("LAUNCHER_REVEALER", "revealer", None, str),
+    "browser": Setting("LAUNCHER_BROWSER", "browser", None, str),
 }
 
 

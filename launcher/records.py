@@ -77,7 +77,11 @@ class Locator:
             parts.append(f"lines {self.line_start}-{end}")
         if self.timestamp is not None:
             t = int(self.timestamp)
-            parts.append(f"{t // 3600:d}:{t // 60 % 60:02d}:{t % 60:02d}" if t >= 3600 else f"{t // 60:02d}:{t % 60:02d}")
+            parts.append(
+                f"{t // 3600:d}:{t // 60 % 60:02d}:{t % 60:02d}"
+                if t >= 3600
+                else f"{t // 60:02d}:{t % 60:02d}"
+            )
         return ", ".join(parts)
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from launcher.engine import QUERY_INSTRUCTION, Embedder, EmbedInput, load_embedder
 from launcher.errors import InputError, LauncherError, ModelError, StoreError
 from launcher.models import ResolvedModel, resolve_model
-from launcher.records import Hit
+from launcher.records import Hit, Locator
 from launcher.store import Store
 
 log = logging.getLogger("launcher.searcher")
@@ -56,6 +56,7 @@ class Query:
     after: datetime | None = None
     before: datetime | None = None
     min_score: float | None = None
+    like: str | None = None  # a piece id: "more like this", searched with that piece's stored vector
 
 
 def open_store(index_dir: Path) -> Store:
@@ -76,6 +77,7 @@ class Searcher:
         mmproj: str | None = None,
         engine_options: Any = None,
         query_instruction: str | None = None,
+        embedder: Embedder | None = None,
     ):
         self.index_dir = Path(index_dir)
         self.store = open_store(self.index_dir)
@@ -83,7 +85,9 @@ class Searcher:
         self._mmproj_arg = mmproj
         self._engine_options = engine_options
         self.query_instruction = query_instruction or QUERY_INSTRUCTION
-        self._embedder: Embedder | None = None
+        self._embedder: Embedder | None = embedder  # given: shared with a watcher, not owned
+        self._owns_embedder = embedder is None
+        self.model_loads = 0  # how often this searcher loaded a model (the resident process reports it)
         self._lock = threading.Lock()
 
     def _resolve(self) -> ResolvedModel:
@@ -115,6 +119,7 @@ class Searcher:
                         f"not {resolved.path.name}: pass that model with --model, or re-index"
                     )
                 self._embedder = embedder
+                self.model_loads += 1
             return self._embedder
 
     def refresh(self) -> None:
@@ -125,6 +130,8 @@ class Searcher:
         """The best files for the query, best first."""
         from launcher.search import search
 
+        if query.like is not None:
+            return self._more_like(query)
         if not query.text.strip() and query.image is None:
             raise InputError("empty query: give text, --image FILE, or both")
         self.refresh()
@@ -153,11 +160,42 @@ class Searcher:
             min_score=query.min_score,
         )
 
+    def _more_like(self, query: Query) -> list[Hit]:
+        """Files like one piece, found with its stored vector (no model call); the piece's own file left out."""
+        from launcher.search import search
+
+        self.refresh()
+        store = self.store
+        try:
+            piece = store.piece(query.like or "")
+        except KeyError:
+            piece = None
+        if piece is None:
+            raise InputError(
+                f"piece {query.like} is not in the index (it may have been re-indexed): search again"
+            )
+        try:
+            vector = store.vectors_of([piece.piece_id])[0]
+        except KeyError:
+            raise InputError("that file is not embedded yet: try again when indexing is done") from None
+        hits = search(
+            store,
+            vector,
+            "",
+            top_k=query.top_k + 1,
+            kinds=query.kinds or None,
+            under=query.under,
+            modified_after=query.after,
+            modified_before=query.before,
+            min_score=query.min_score,
+        )
+        return [h for h in hits if h.file_id != piece.file_id][: query.top_k]
+
     def close(self) -> None:
-        """Free the model."""
-        if self._embedder is not None:
+        """Free the model (unless it was lent to this searcher)."""
+        if self._embedder is not None and self._owns_embedder:
             self._embedder.close()
-            self._embedder = None
+        self._embedder = None
 
 
 def hit_to_json(hit: Hit) -> dict[str, Any]:
@@ -173,9 +211,24 @@ def hit_to_json(hit: Hit) -> dict[str, Any]:
     }
 
 
+def hit_from_json(data: dict[str, Any]) -> Hit:
+    """Inverse of hit_to_json (plus the piece id the resident process adds), for loopback results."""
+    return Hit(
+        path=data["path"],
+        score=float(data["score"]),
+        kind=data["kind"],
+        locator=Locator.from_dict(data.get("locator")),
+        snippet=data.get("snippet") or "",
+        file_id=data.get("file_id") or "",
+        piece_id=data.get("piece_id") or "",
+        scores={k: float(v) for k, v in (data.get("scores") or {}).items()},
+    )
+
+
 __all__ = [
     "Query",
     "Searcher",
+    "hit_from_json",
     "hit_to_json",
     "open_store",
     "read_model_hint",

@@ -3,8 +3,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages the tests drive for real (none yet beyond the base image).
-DEB_PACKAGES=()
+# Debian packages the tests drive for real: the search window in Chromium (through Playwright), the
+# global hotkey on a private X server (Xvfb) with keys typed by xdotool.
+DEB_PACKAGES=(chromium xvfb xdotool)
 if [ "${#DEB_PACKAGES[@]}" -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     missing=()
     for p in "${DEB_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done

@@ -228,9 +228,11 @@ def test_undecodable_image(tiny_vl: Any, tmp_path: Path) -> None:
 
 
 def test_input_over_the_context_is_refused_not_truncated() -> None:
-    with load_embedder(TINY_F16, None, _options(n_ctx=64)) as small:
-        with pytest.raises(InputTooLong, match=r"input is \d+ tokens, over the limit of 64 tokens"):
-            small.embed_text("word " * 200)
+    with (
+        load_embedder(TINY_F16, None, _options(n_ctx=64)) as small,
+        pytest.raises(InputTooLong, match=r"input is \d+ tokens, over the limit of 64 tokens"),
+    ):
+        small.embed_text("word " * 200)
 
 
 def test_image_without_mmproj_is_a_clear_error(tmp_path: Path) -> None:

@@ -1,0 +1,900 @@
+"""The resident process (`launcher launch`): model and index loaded once, the search window and a
+small JSON API on loopback, the global hotkey, and the background watcher.
+
+Security model:
+- one process per user: an exclusive lock and a 0600 run file with a random token (runfile.py);
+- bound to 127.0.0.1 unless the user asks for another host (with a warning);
+- every request needs the token: `Authorization: Bearer TOKEN` from the CLI, or an HttpOnly,
+  SameSite=Strict cookie that the window receives from a one-time URL (`/auth?code=...`) this
+  process opens itself; tokens are compared with hmac.compare_digest;
+- requests naming another host (DNS rebinding) or coming from another origin (another local
+  page posting to us) are refused before the token is even looked at;
+- the window opens, reveals and copies only files that are in the index.
+
+Window tracking: each open window keeps an event stream (`/api/events`). A hotkey press or
+`launcher toggle` asks the open windows to focus themselves (and raises them with xdotool/wmctrl
+on X11); with no window open, it opens one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import socket
+import sys
+import threading
+import time
+import warnings
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import lru_cache
+from http.cookies import SimpleCookie
+from pathlib import Path
+from typing import Any
+
+from fastapi import Request
+
+from launcher import config, desktop
+from launcher.errors import InputError, LauncherError, NotIndexed, ServerError, StoreError
+from launcher.records import Hit
+from launcher.runfile import Instance, RunInfo, new_token, same_secret
+from launcher.searcher import Query, Searcher, hit_to_json, write_model_hint
+from launcher.store import FileInfo, Store
+
+log = logging.getLogger("launcher.serve")
+
+COOKIE = "launcher_token"
+CODE_TTL_S = 120.0  # a one-time window URL is good for this long
+OPENING_GRACE_S = 8.0  # a window being opened counts as open this long (browser start-up)
+THUMB_PX = 160
+PING_S = 15.0
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def _err(msg: str) -> None:
+    sys.stderr.write(msg + "\n")
+    sys.stderr.flush()
+
+
+# --- window tracking ---------------------------------------------------------------------------
+
+
+class WindowTracker:
+    """The open search windows (one event stream each) and the one-time codes that open new ones."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._streams: dict[int, asyncio.Queue[str | None]] = {}
+        self._next = 0
+        self._codes: dict[str, float] = {}  # code -> expiry (monotonic)
+        self._opening_until = 0.0
+
+    @property
+    def count(self) -> int:
+        """How many windows are connected now."""
+        with self._lock:
+            return len(self._streams)
+
+    def connect(self) -> tuple[int, asyncio.Queue[str | None]]:
+        """A window opened its event stream (called on the event loop)."""
+        queue: asyncio.Queue[str | None] = asyncio.Queue()
+        with self._lock:
+            self._loop = asyncio.get_running_loop()
+            self._next += 1
+            self._streams[self._next] = queue
+            self._opening_until = 0.0
+            return self._next, queue
+
+    def disconnect(self, wid: int) -> None:
+        """A window closed (or lost) its event stream."""
+        with self._lock:
+            self._streams.pop(wid, None)
+
+    def send(self, event: str | None) -> int:
+        """Push an event to every open window from any thread; how many got it."""
+        with self._lock:
+            loop, queues = self._loop, list(self._streams.values())
+        if loop is None or loop.is_closed():
+            return 0
+        for q in queues:
+            loop.call_soon_threadsafe(q.put_nowait, event)
+        return len(queues)
+
+    def mint_code(self) -> str:
+        """A one-time code for the URL that logs a new window in."""
+        code = secrets.token_urlsafe(24)
+        now = time.monotonic()
+        with self._lock:
+            self._codes = {c: t for c, t in self._codes.items() if t > now}
+            self._codes[code] = now + CODE_TTL_S
+            self._opening_until = now + OPENING_GRACE_S
+        return code
+
+    def redeem(self, code: str | None) -> bool:
+        """True once for a valid, unexpired code."""
+        if not code:
+            return False
+        now = time.monotonic()
+        with self._lock:
+            for known, expiry in list(self._codes.items()):
+                if same_secret(code, known):
+                    del self._codes[known]
+                    self._opening_until = 0.0  # the window is here; its event stream follows
+                    return expiry > now
+        return False
+
+    def opening(self) -> bool:
+        """A window was just asked for and has not connected yet."""
+        with self._lock:
+            return time.monotonic() < self._opening_until
+
+
+# --- the service -------------------------------------------------------------------------------
+
+
+@dataclass
+class LaunchOptions:
+    """What `launcher launch` was asked for (already resolved from flags, env and config)."""
+
+    index_dir: Path
+    model: str | None = None
+    mmproj: str | None = None
+    engine_options: Any = None
+    host: str = "127.0.0.1"
+    port: int = 0
+    hotkey: str | None = "ctrl+alt+space"  # None: no global hotkey
+    watch: Sequence[Path] = ()
+    open_browser: bool = True
+    watch_options: Any = None  # IndexOptions for the watcher; None: defaults matching the index
+
+
+@dataclass
+class HotkeyState:
+    """The global hotkey as the status reports it."""
+
+    combo: str | None
+    active: bool = False
+    error: str | None = None
+    presses: int = 0
+
+
+@dataclass
+class Counters:
+    """What the process has done since it started."""
+
+    searches: int = 0
+    toggles: int = 0
+    windows_opened: int = 0
+    last_progress: dict[str, Any] = field(default_factory=dict)
+
+
+class LauncherService:
+    """Holds the model, the index, the watcher and the hotkey; every front end calls its methods."""
+
+    def __init__(self, options: LaunchOptions):
+        self.options = options
+        self.index_dir = Path(options.index_dir)
+        self.token = new_token()
+        self.windows = WindowTracker()
+        self.counters = Counters()
+        self.hotkey = HotkeyState(options.hotkey)
+        self.started = time.time()
+        self.instance = Instance()
+        self.searcher: Searcher | None = None
+        self.embedder: Any = None
+        self.model_file = ""
+        self._own_model_loads = 0
+        self._searcher_lock = threading.Lock()
+        self.watcher: Any = None
+        self._hotkey_listener: Any = None
+        self.sock: socket.socket | None = None
+        self.port = 0
+        self._server: Any = None
+
+    # lifecycle
+
+    def start(self) -> None:
+        """Become the user's one process, load model and index, bind the port, publish the run file."""
+        self.instance.acquire()
+        try:
+            self._load()
+            self.sock = self._bind()
+            self.port = self.sock.getsockname()[1]
+            self.instance.publish(
+                RunInfo(
+                    pid=os.getpid(),
+                    host=self.options.host,
+                    port=self.port,
+                    token=self.token,
+                    index_dir=str(self.index_dir),
+                    model=self.model_file,
+                    started=self.started,
+                )
+            )
+            self._start_watcher()
+            self._start_hotkey()
+        except BaseException:
+            self.close()
+            raise
+
+    def _load(self) -> None:
+        from launcher.engine import load_embedder
+        from launcher.models import resolve_model
+
+        o = self.options
+        if Store.exists(self.index_dir):
+            self.searcher = Searcher(
+                self.index_dir, model=o.model, mmproj=o.mmproj, engine_options=o.engine_options
+            )
+            self.embedder = self.searcher.embedder  # loaded now, so the first search is fast
+            path = getattr(self.embedder, "model_path", None) or self._hint_model()
+            self.model_file = str(Path(path).resolve()) if path else ""
+            return
+        if not o.watch:
+            raise StoreError(
+                f"no index at {self.index_dir}: run `launcher index PATH` first, or pass --watch PATH"
+            )
+        resolved = resolve_model(o.model, o.mmproj)
+        self.embedder = load_embedder(resolved.path, resolved.mmproj, o.engine_options)
+        self._own_model_loads += 1
+        self.model_file = str(Path(resolved.path).resolve())
+        self.index_dir.mkdir(parents=True, exist_ok=True)
+        write_model_hint(self.index_dir, resolved)
+
+    def _hint_model(self) -> str:
+        from launcher.searcher import read_model_hint
+
+        return str((read_model_hint(self.index_dir) or {}).get("model") or "")
+
+    def _bind(self) -> socket.socket:
+        host, port = self.options.host, self.options.port
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        if os.name == "posix":
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            sock.close()
+            if port:
+                raise ServerError(
+                    f"cannot listen on {host}:{port} ({exc.strerror}): pick another --port"
+                ) from None
+            raise ServerError(f"cannot listen on {host} ({exc.strerror}): check --host") from None
+        sock.listen(64)
+        sock.set_inheritable(False)
+        return sock
+
+    def _start_watcher(self) -> None:
+        if not self.options.watch:
+            return
+        from launcher.watch import Watcher  # the watcher is optional: imported only for --watch
+
+        options = self.options.watch_options or self._watch_options()
+        self.watcher = Watcher(
+            self.index_dir,
+            [Path(p) for p in self.options.watch],
+            self.embedder,
+            options,
+            on_progress=self._on_progress,
+        )
+        self.watcher.start()
+
+    def _watch_options(self) -> Any:
+        from launcher.indexer import IndexOptions
+
+        storage = config.resolve("storage")
+        dims = config.resolve("dims")
+        if Store.exists(self.index_dir):  # keep the index's own shape: a watcher never resets it
+            store = Store.open(self.index_dir)
+            storage = store.dtype
+            dims = store.dims if store.dims != getattr(self.embedder, "dims", store.dims) else None
+        return IndexOptions(dims=dims, storage=storage)
+
+    def _on_progress(self, ev: Any) -> None:
+        self.counters.last_progress = {
+            "phase": getattr(ev, "phase", None),
+            "done": getattr(ev, "done", None),
+            "total": getattr(ev, "total", None),
+            "eta_s": getattr(ev, "eta_s", None),
+            "path": getattr(ev, "path", None),
+            "at": time.time(),
+        }
+
+    def _start_hotkey(self) -> None:
+        if not self.options.hotkey:
+            return
+        from launcher.hotkey import HotkeyListener
+
+        try:
+            listener = HotkeyListener(self.options.hotkey, self._on_hotkey)
+            listener.start()
+        except LauncherError as exc:
+            self.hotkey.error = str(exc)
+            _err(f"note: {exc}; bind `launcher toggle` in your desktop's keyboard shortcuts instead")
+            return
+        self._hotkey_listener = listener
+        self.hotkey.active = True
+
+    def _on_hotkey(self) -> None:
+        self.hotkey.presses += 1
+        self.toggle()
+
+    def serve_forever(self, on_ready: Callable[[], None] | None = None) -> None:
+        """Serve the window and the API until SIGINT/SIGTERM, then shut everything down."""
+        import uvicorn
+
+        app = build_app(self)
+        server = uvicorn.Server(
+            uvicorn.Config(
+                app,
+                log_level="warning",
+                access_log=False,
+                timeout_graceful_shutdown=2,
+                lifespan="on",
+            )
+        )
+        self._server = server
+
+        def when_started() -> None:
+            while not server.started and not server.should_exit:
+                time.sleep(0.05)
+            if server.started and on_ready is not None:
+                on_ready()
+
+        threading.Thread(target=when_started, name="ready", daemon=True).start()
+        # uvicorn re-raises SIGTERM after its graceful shutdown; with the default action that would
+        # kill us before the run file is removed, so turn it into a normal exit.
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, _exit_on_sigterm)
+        try:
+            assert self.sock is not None
+            server.run(sockets=[self.sock])
+        finally:
+            self.close()
+
+    def stop(self) -> None:
+        """Ask the server loop to finish (from any thread)."""
+        if self._server is not None:
+            self._server.should_exit = True
+
+    def close(self) -> None:
+        """Stop the hotkey and the watcher, free the model, remove the run file."""
+        self.windows.send(None)
+        if self._hotkey_listener is not None:
+            self._hotkey_listener.stop()
+            self._hotkey_listener = None
+        if self.watcher is not None:
+            try:
+                self.watcher.stop()
+            except Exception:
+                log.exception("stopping the watcher failed")
+            self.watcher = None
+        if self.searcher is not None:
+            self.searcher.close()
+            self.searcher = None
+        if self.embedder is not None and self._own_model_loads:
+            self.embedder.close()
+        self.embedder = None
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+        self.instance.release()
+
+    # what the front ends call
+
+    @property
+    def url(self) -> str:
+        """Where the window and API are served."""
+        host = self.options.host
+        if host in ("0.0.0.0", "::"):
+            host = "127.0.0.1"
+        return f"http://{f'[{host}]' if ':' in host else host}:{self.port}"
+
+    def get_searcher(self) -> Searcher:
+        """The searcher; with --watch on a new index it appears at the watcher's first commit."""
+        with self._searcher_lock:
+            if self.searcher is None:
+                if not Store.exists(self.index_dir):
+                    raise StoreError("the index is not built yet: the watcher is reading your files")
+                self.searcher = Searcher(self.index_dir, embedder=self.embedder)
+            return self.searcher
+
+    def search(self, query: Query) -> list[Hit]:
+        """Search the index (the same code as `launcher search` in-process)."""
+        searcher = self.get_searcher()
+        watcher = self.watcher
+        # The watcher shares the model: it waits between its model calls while a query runs.
+        with watcher.foreground() if watcher is not None else contextlib.nullcontext():
+            hits = searcher.search(query)
+        self.counters.searches += 1
+        return hits
+
+    def toggle(self) -> str:
+        """Show the search window: focus the open one, else open one. Says which it did."""
+        self.counters.toggles += 1
+        if self.windows.send("focus"):
+            desktop.raise_window()
+            return "focused"
+        if self.windows.opening():
+            return "opening"
+        self.open_window()
+        return "opened"
+
+    def open_window(self) -> str:
+        """Open a new search window logged in through a one-time URL."""
+        url = f"{self.url}/auth?code={self.windows.mint_code()}"
+        how = desktop.open_window(url)
+        self.counters.windows_opened += 1
+        return how
+
+    def indexed_file(self, file_id: str | None = None, path: str | None = None) -> FileInfo:
+        """The indexed file with this id or exact path; NotIndexed for anything else."""
+        searcher = self.get_searcher()
+        searcher.refresh()
+        store = searcher.store
+        info: FileInfo | None = None
+        if file_id:
+            try:
+                info = store.file(file_id)
+            except KeyError:
+                info = None
+        elif path:
+            info = store.file_by_path(path)
+        if info is None:
+            what = path if path else f"file id {file_id!r}"
+            raise NotIndexed(f"refused: {what} is not in the index (the window opens only indexed files)")
+        return info
+
+    def act(self, action: str, file_id: str | None = None, path: str | None = None) -> dict[str, Any]:
+        """Open, reveal or copy the path of an indexed file."""
+        if action not in ("open", "reveal", "copy"):
+            raise InputError(f"unknown action {action!r}: use open, reveal or copy")
+        info = self.indexed_file(file_id, path)
+        if action != "copy" and not os.path.exists(info.path):
+            raise LauncherError(f"{info.path} is no longer on disk (the index will catch up)")
+        if action == "open":
+            desktop.open_file(info.path)
+        elif action == "reveal":
+            desktop.reveal_file(info.path)
+        return {"ok": True, "action": action, "path": info.path, "name": os.path.basename(info.path)}
+
+    def thumbnail(self, file_id: str) -> bytes | None:
+        """A small JPEG of an indexed image file, None for other kinds or unreadable images."""
+        try:
+            info = self.indexed_file(file_id=file_id)
+        except NotIndexed:
+            return None
+        if info.kind != "image":
+            return None
+        return _thumbnail(info.path, info.mtime_ns)
+
+    def roots(self) -> list[str]:
+        """The folders the index covers (and the watched ones)."""
+        roots: list[str] = []
+        if Store.exists(self.index_dir):
+            try:
+                roots = list(self.get_searcher().store.roots)
+            except LauncherError:
+                roots = []
+        for p in self.options.watch:
+            s = str(Path(p).expanduser().resolve())
+            if s not in roots:
+                roots.append(s)
+        return roots
+
+    def status(self) -> dict[str, Any]:
+        """What the process holds and does: for /api/status, `launcher toggle` and the window."""
+        index: dict[str, Any] = {"index_dir": str(self.index_dir), "exists": Store.exists(self.index_dir)}
+        if index["exists"]:
+            try:
+                searcher = self.get_searcher()
+                searcher.refresh()
+                st = searcher.store.stats()
+                index.update(
+                    files=st.files,
+                    files_by_kind=st.files_by_kind,
+                    pieces=st.pieces,
+                    embedded=st.embedded,
+                    pending=st.pending,
+                    embedding_progress=round(st.embedded / st.pieces, 4) if st.pieces else 1.0,
+                    dims=st.dims,
+                    generation=st.generation,
+                    roots=searcher.store.roots,
+                    last_update=datetime.fromtimestamp(st.committed_at).isoformat(timespec="seconds")
+                    if st.committed_at
+                    else None,
+                )
+            except LauncherError as exc:
+                index["error"] = str(exc)
+        watcher: dict[str, Any] | None = None
+        if self.options.watch:
+            watcher = {
+                "roots": [str(p) for p in self.options.watch],
+                "status": self._watcher_status(),
+                "progress": self.counters.last_progress or None,
+            }
+        loads = self._own_model_loads + (self.searcher.model_loads if self.searcher else 0)
+        return {
+            "pid": os.getpid(),
+            "url": self.url,
+            "started": datetime.fromtimestamp(self.started).isoformat(timespec="seconds"),
+            "uptime_s": round(time.time() - self.started, 1),
+            "model": {
+                "name": getattr(self.embedder, "name", None),
+                "file": self.model_file,
+                "images": bool(getattr(self.embedder, "supports_images", False)),
+            },
+            "model_loads": loads,
+            "searches": self.counters.searches,
+            "toggles": self.counters.toggles,
+            "windows": self.windows.count,
+            "windows_opened": self.counters.windows_opened,
+            "hotkey": {
+                "combo": self.hotkey.combo,
+                "active": self.hotkey.active,
+                "error": self.hotkey.error,
+                "presses": self.hotkey.presses,
+            },
+            "index": index,
+            "watcher": watcher,
+        }
+
+    def _watcher_status(self) -> dict[str, Any] | None:
+        if self.watcher is None:
+            return None
+        try:
+            return dict(self.watcher.status())
+        except Exception as exc:  # the status of a background thread must never break the window
+            return {"error": str(exc)}
+
+    def set_watching(self, paused: bool) -> None:
+        """Pause or resume the background watcher."""
+        if self.watcher is None:
+            raise InputError("no watcher: start with `launcher launch --watch PATH`")
+        if paused:
+            self.watcher.pause()
+        else:
+            self.watcher.resume()
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
+@lru_cache(maxsize=512)
+def _thumbnail(path: str, mtime_ns: int) -> bytes | None:
+    from PIL import Image, ImageOps
+
+    from launcher.extract.base import ExtractSettings
+    from launcher.extract.image import HEIF_EXTENSIONS, load_image
+
+    try:
+        if path.lower().endswith(HEIF_EXTENSIONS):
+            image = load_image(path, ExtractSettings().max_image_pixels)
+        else:
+            with Image.open(path) as opened:
+                if opened.width * opened.height > ExtractSettings().max_image_pixels:
+                    return None
+                opened.draft("RGB", (THUMB_PX * 2, THUMB_PX * 2))  # JPEG: decode at a fraction of the size
+                image = ImageOps.exif_transpose(opened) or opened
+                image.load()
+        image.thumbnail((THUMB_PX, THUMB_PX))
+        if image.mode not in ("RGB", "L"):
+            flat = Image.new("RGB", image.size, (255, 255, 255))
+            rgba = image.convert("RGBA")
+            flat.paste(rgba, mask=rgba.getchannel("A"))
+            image = flat
+        out = io.BytesIO()
+        image.save(out, "JPEG", quality=82)
+        return out.getvalue()
+    except Exception:  # a broken image has no thumbnail; the kind icon stands in
+        return None
+
+
+# --- HTTP --------------------------------------------------------------------------------------
+
+
+def _headers(scope: dict[str, Any]) -> dict[str, str]:
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+
+
+class TokenGate:
+    """ASGI middleware in front of everything (API and Gradio): host, origin, then the token."""
+
+    def __init__(self, app: Any, service: LauncherService):
+        self.app = app
+        self.service = service
+
+    def _allowed_hosts(self) -> set[str]:
+        port = self.service.port
+        return {f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}"}
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        headers = _headers(scope)
+        loopback = self.service.options.host in LOOPBACK
+        hosts = self._allowed_hosts()
+        if loopback and headers.get("host", "") not in hosts:
+            await _deny(
+                scope, send, 403, "refused: wrong Host header (the launcher answers only on loopback)"
+            )
+            return
+        origin = headers.get("origin")
+        own = hosts if loopback else {headers.get("host", "")}
+        if origin is not None and origin.removeprefix("http://") not in own:
+            await _deny(scope, send, 403, "refused: cross-origin request")
+            return
+        if scope["path"] == "/auth":
+            await self.app(scope, receive, send)
+            return
+        given = _presented_token(headers)
+        if given is None:
+            await _deny(
+                scope, send, 401, "not authorized: no launcher token (open the window with `launcher toggle`)"
+            )
+            return
+        if not same_secret(given, self.service.token):
+            await _deny(scope, send, 403, "not authorized: wrong launcher token")
+            return
+        await self.app(scope, receive, send)
+
+
+def _presented_token(headers: dict[str, str]) -> str | None:
+    auth = headers.get("authorization", "")
+    if auth.lower().startswith("bearer "):
+        return auth[7:].strip()
+    if "cookie" in headers:
+        jar: SimpleCookie = SimpleCookie()
+        try:
+            jar.load(headers["cookie"])
+        except Exception:
+            return None
+        if COOKIE in jar:
+            return jar[COOKIE].value
+    return None
+
+
+EXPIRED_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>Launcher search</title>
+<style>body{font:15px system-ui,sans-serif;color:#334;background:#f6f7fb;display:grid;place-items:center;
+height:100vh;margin:0}div{max-width:28em;text-align:center}code{background:#e8eaf2;padding:2px 6px;
+border-radius:4px}</style></head><body><div><h2>This window has expired</h2><p>{msg}</p>
+<p>Press the launcher hotkey or run <code>launcher toggle</code> to open a fresh one.</p></div></body></html>"""
+
+
+async def _deny(scope: dict[str, Any], send: Any, status: int, message: str) -> None:
+    if scope["type"] == "websocket":
+        await send({"type": "websocket.close", "code": 1008})
+        return
+    accept = _headers(scope).get("accept", "")
+    if scope["path"].startswith("/api/") or "text/html" not in accept:
+        body = json.dumps({"error": message, "exit_code": ServerError.exit_code}).encode()
+        ctype = b"application/json"
+    else:
+        import html
+
+        body = EXPIRED_PAGE.replace("{msg}", html.escape(message)).encode()
+        ctype = b"text/html; charset=utf-8"
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", ctype), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def query_from_json(data: dict[str, Any], upload_dir: Path) -> tuple[Query, Path | None]:
+    """A Query from the API's JSON body; an inline image is written to a private temp file."""
+    image: Path | None = None
+    if data.get("image_b64"):
+        import base64
+
+        suffix = Path(str(data.get("image_name") or "image.png")).suffix.lower()[:8] or ".png"
+        upload_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        image = upload_dir / f"query-{secrets.token_hex(8)}{suffix}"
+        try:
+            image.write_bytes(base64.b64decode(data["image_b64"], validate=True))
+        except ValueError:
+            raise InputError("the image is not valid base64") from None
+
+    def date(key: str) -> datetime | None:
+        v = data.get(key)
+        if not v:
+            return None
+        try:
+            return datetime.fromisoformat(str(v))
+        except ValueError:
+            raise InputError(f"{key}: {v!r} is not a date like 2023-04-30") from None
+
+    kinds = data.get("kinds") or []
+    if not isinstance(kinds, list):
+        raise InputError("kinds must be a list")
+    query = Query(
+        text=str(data.get("text") or ""),
+        image=image,
+        top_k=max(1, min(1000, int(data.get("top_k") or 10))),
+        kinds=[str(k) for k in kinds],
+        under=str(data["under"]) if data.get("under") else None,
+        after=date("after"),
+        before=date("before"),
+        min_score=float(data["min_score"]) if data.get("min_score") is not None else None,
+        like=str(data["like"]) if data.get("like") else None,
+    )
+    return query, image
+
+
+def _error_response(exc: LauncherError) -> Any:
+    from fastapi.responses import JSONResponse
+
+    status = 403 if isinstance(exc, NotIndexed) else 400
+    return JSONResponse({"error": str(exc), "exit_code": exc.exit_code}, status_code=status)
+
+
+def build_app(service: LauncherService) -> Any:
+    """The FastAPI app: the JSON API, the window login, and the Gradio window mounted at /."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    upload_dir = config.run_dir() / "uploads"
+    shutil.rmtree(upload_dir, ignore_errors=True)
+    upload_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # Images dropped into the window land here, private to the user, not in a shared /tmp/gradio.
+    os.environ["GRADIO_TEMP_DIR"] = str(upload_dir / "window")
+
+    warnings.filterwarnings("ignore", module="gradio")
+    warnings.filterwarnings("ignore", message=".*HTTP_422_UNPROCESSABLE_ENTITY.*")
+    from fastapi import FastAPI
+    from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
+
+    from launcher import ui
+
+    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.get("/auth")
+    def auth(code: str = "") -> Any:
+        if not service.windows.redeem(code):
+            from fastapi.responses import HTMLResponse
+
+            page = EXPIRED_PAGE.replace("{msg}", "This link was already used or is too old.")
+            return HTMLResponse(page, status_code=403)
+        resp = RedirectResponse("/", status_code=303)
+        resp.set_cookie(COOKIE, service.token, httponly=True, samesite="strict", path="/")
+        return resp
+
+    @app.get("/api/status")
+    def status() -> Any:
+        return service.status()
+
+    @app.post("/api/search")
+    async def search(request: Request) -> Any:
+        data = await _json(request)
+        return await asyncio.to_thread(_search, data)
+
+    def _search(data: dict[str, Any]) -> Any:
+        image: Path | None = None
+        try:
+            query, image = query_from_json(data, upload_dir)
+            hits = service.search(query)
+        except LauncherError as exc:
+            return _error_response(exc)
+        finally:
+            if image is not None:
+                image.unlink(missing_ok=True)
+        return {"hits": [{**hit_to_json(h), "piece_id": h.piece_id} for h in hits]}
+
+    @app.post("/api/toggle")
+    def toggle() -> Any:
+        try:
+            return {"action": service.toggle(), "windows": service.windows.count}
+        except LauncherError as exc:
+            return _error_response(exc)
+
+    @app.post("/api/open")
+    async def open_(request: Request) -> Any:
+        data = await _json(request)
+        try:
+            return service.act(
+                str(data.get("action") or "open"),
+                file_id=str(data["file_id"]) if data.get("file_id") else None,
+                path=str(data["path"]) if data.get("path") else None,
+            )
+        except LauncherError as exc:
+            return _error_response(exc)
+
+    @app.post("/api/watch")
+    async def watch(request: Request) -> Any:
+        data = await _json(request)
+        try:
+            service.set_watching(bool(data.get("paused")))
+        except LauncherError as exc:
+            return _error_response(exc)
+        return {"ok": True, "paused": bool(data.get("paused"))}
+
+    @app.get("/api/thumb/{file_id}")
+    def thumb(file_id: str) -> Any:
+        data = service.thumbnail(file_id)
+        if data is None:
+            return JSONResponse({"error": "no thumbnail"}, status_code=404)
+        return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
+
+    @app.get("/api/events")
+    async def events() -> Any:
+        wid, queue = service.windows.connect()
+
+        async def stream() -> AsyncIterator[str]:
+            try:
+                yield "retry: 2000\nevent: hello\ndata: {}\n\n"
+                while True:
+                    try:
+                        event = await asyncio.wait_for(queue.get(), PING_S)
+                    except asyncio.TimeoutError:
+                        yield ": ping\n\n"
+                        continue
+                    if event is None:
+                        return
+                    yield f"event: {event}\ndata: {{}}\n\n"
+            finally:
+                service.windows.disconnect(wid)
+
+        return StreamingResponse(
+            stream(), media_type="text/event-stream", headers={"Cache-Control": "no-store"}
+        )
+
+    app = ui.mount(app, service)
+    return TokenGate(app, service)
+
+
+async def _json(request: Any) -> dict[str, Any]:
+    try:
+        data = await request.json()
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def run_launch(options: LaunchOptions) -> None:
+    """`launcher launch`: start, say where, open the window, serve until stopped."""
+    if options.hotkey:
+        from launcher.hotkey import parse_combo
+
+        parse_combo(options.hotkey)  # a bad combo fails before anything is loaded
+    if options.host not in LOOPBACK:
+        _err(
+            f"warning: serving on {options.host}: other machines can reach this port; "
+            "every request still needs your token, but traffic is not encrypted"
+        )
+    service = LauncherService(options)
+    service.start()
+    hot = f"press {options.hotkey} or run" if service.hotkey.active else "run"
+    _err(f"launcher is running at {service.url} (pid {os.getpid()}): {hot} `launcher toggle` to search")
+
+    def ready() -> None:
+        if options.open_browser:
+            try:
+                service.open_window()
+            except LauncherError as exc:
+                _err(f"note: {exc}")
+
+    service.serve_forever(on_ready=ready)
+
+
+__all__ = [
+    "LaunchOptions",
+    "LauncherService",
+    "TokenGate",
+    "WindowTracker",
+    "build_app",
+    "query_from_json",
+    "run_launch",
+]

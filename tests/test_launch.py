@@ -1,0 +1,305 @@
+"""`launcher launch`, `toggle` and `search` through the resident process: the real CLI, a real
+server on loopback, the real MiniLM model, the hotkey on a real X server (Xvfb + xdotool)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from launcher.errors import InputError
+from launcher.hotkey import HotkeyListener, parse_combo
+from tests.conftest import MINILM
+from tests.launched import Launched, launch, recorded, xvfb
+from tests.test_index_cli import cli, ok
+
+
+def make_notes(root: Path) -> Path:
+    """A few notes with clear topics."""
+    docs = root / "notes"
+    (docs / "travel").mkdir(parents=True)
+    (docs / "travel" / "passport renewal.txt").write_text(
+        "To renew a passport, fill in form DS-82, attach a recent photo and mail it with the old passport.\n",
+        encoding="utf-8",
+    )
+    (docs / "garden.md").write_text(
+        "# Garden\n\nTomatoes need full sun and deep watering.\n", encoding="utf-8"
+    )
+    (docs / "fib.py").write_text(
+        "def fibonacci(n):\n    return n if n < 2 else fibonacci(n - 1) + fibonacci(n - 2)\n"
+    )
+    return docs
+
+
+@pytest.fixture(scope="module")
+def display() -> Iterator[str]:
+    if not shutil.which("xdotool"):
+        pytest.skip("xdotool is not installed (apt-get install xdotool)")
+    with xvfb() as d:
+        yield d
+
+
+@pytest.fixture(scope="module")
+def served(
+    tmp_path_factory: pytest.TempPathFactory, display: str
+) -> Iterator[tuple[Launched, Path, dict[str, str]]]:
+    """A MiniLM index, searched in-process first, then served by `launcher launch` with the hotkey on."""
+    root = tmp_path_factory.mktemp("served")
+    docs = make_notes(root)
+    home = root / "home"
+    ok(cli(home, "index", str(docs), "--model", str(MINILM), "--json"))
+    before = {
+        "json": ok(cli(home, "search", "how do I get a new passport", "--json")).stdout,
+        "text": ok(cli(home, "search", "growing tomatoes")).stdout,
+        "filtered": ok(cli(home, "search", "code", "--kind", "code", "--min-score", "-1", "--json")).stdout,
+    }
+    launched = launch(home, "--hotkey", "ctrl+alt+space", extra_env={"DISPLAY": display})
+    yield launched, docs, before
+    launched.stop()
+
+
+def test_combo_parsing() -> None:
+    assert parse_combo("ctrl+alt+space") == "<ctrl>+<alt>+<space>"
+    assert parse_combo("<ctrl>+<alt>+k") == "<ctrl>+<alt>+k"
+    assert parse_combo(" Super + F2 ") == "<cmd>+<f2>"
+    assert parse_combo("shift+ctrl+Return") == "<ctrl>+<shift>+<enter>"
+    assert parse_combo("f12") == "<f12>"
+    for bad, why in [
+        ("ctrl+alt+banana", "unknown key 'banana'"),
+        ("ctrl+alt", "no key besides the modifiers"),
+        ("k", "add a modifier"),
+        ("ctrl+a+b", "more than one key"),
+        ("ctrl++alt", "empty key name"),
+    ]:
+        with pytest.raises(InputError, match="--hotkey") as err:
+            parse_combo(bad)
+        assert why in str(err.value)
+
+
+def test_bad_hotkey_is_one_line_naming_the_flag(tmp_path: Path) -> None:
+    proc = cli(tmp_path / "home", "launch", "--no-browser", "--hotkey", "ctrl+alt+banana")
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
+    assert proc.stderr.startswith("error: --hotkey 'ctrl+alt+banana': unknown key 'banana'")
+
+
+def test_launch_without_index_says_what_to_do(tmp_path: Path) -> None:
+    proc = cli(tmp_path / "home", "launch", "--no-browser", "--hotkey", "none")
+    assert proc.returncode == 4 and "no index at" in proc.stderr and "--watch" in proc.stderr
+    assert not (tmp_path / "home" / "run" / "launcher.json").exists()
+
+
+def test_hotkey_listener_under_xvfb(display: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real pynput code path sees a combo typed on a real X server."""
+    monkeypatch.setenv("DISPLAY", display)
+    from pynput import keyboard  # imports only with a display
+
+    for combo in ("ctrl+alt+space", "<ctrl>+<alt>+k", "super+shift+f5", "ctrl+return"):
+        assert keyboard.HotKey.parse(parse_combo(combo)), combo
+    pressed = threading.Event()
+    with HotkeyListener("ctrl+alt+space", pressed.set):
+        subprocess.run(
+            ["xdotool", "key", "ctrl+alt+space"], check=True, env={**os.environ, "DISPLAY": display}
+        )
+        assert pressed.wait(10), "the hotkey handler did not run"
+    other = threading.Event()
+    with HotkeyListener("<ctrl>+<alt>+k", other.set):
+        subprocess.run(["xdotool", "key", "ctrl+alt+j"], check=True, env={**os.environ, "DISPLAY": display})
+        assert not other.wait(1), "a different combo fired the handler"
+
+
+def test_search_through_the_process_is_identical_and_loads_the_model_once(
+    served: tuple[Launched, Path, dict[str, str]],
+) -> None:
+    launched, docs, before = served
+    home = launched.home
+    searches = launched.get("/api/status").json()["searches"]
+    assert ok(cli(home, "search", "how do I get a new passport", "--json")).stdout == before["json"]
+    assert ok(cli(home, "search", "growing tomatoes")).stdout == before["text"]
+    assert (
+        ok(cli(home, "search", "code", "--kind", "code", "--min-score", "-1", "--json")).stdout
+        == before["filtered"]
+    )
+    hits = json.loads(before["json"])
+    assert hits[0]["path"] == str(docs / "travel" / "passport renewal.txt")
+    st = launched.get("/api/status").json()
+    assert st["searches"] == searches + 3, "the CLI did not go through the running process"
+    assert st["model_loads"] == 1 and st["pid"] == launched.info["pid"]
+    # Errors are the same one line and exit code either way.
+    proc = cli(home, "search", "x", "--under", str(docs / "missing"), "--json")
+    assert proc.returncode == 0 and proc.stdout.strip() == "[]"
+    proc = cli(home, "search", "")
+    assert proc.returncode == 2 and "empty query" in proc.stderr
+
+
+def test_second_launch_says_where_the_first_runs(served: tuple[Launched, Path, dict[str, str]]) -> None:
+    launched, _, _ = served
+    proc = cli(launched.home, "launch", "--no-browser", "--hotkey", "none")
+    assert proc.returncode == 5
+    assert f"launcher is already running (pid {launched.info['pid']}) at {launched.url}" in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0
+
+
+def test_run_file_is_private_and_holds_pid_port_token(served: tuple[Launched, Path, dict[str, str]]) -> None:
+    launched, _, _ = served
+    run = launched.home / "run"
+    assert (run / "launcher.json").stat().st_mode & 0o777 == 0o600
+    assert run.stat().st_mode & 0o777 == 0o700
+    assert {"pid", "port", "token"} <= set(launched.info) and len(launched.token) >= 40
+
+
+def test_requests_need_the_token(served: tuple[Launched, Path, dict[str, str]]) -> None:
+    launched, _, _ = served
+    assert launched.get("/api/status", token=None).status_code == 401
+    assert launched.get("/api/status", token="not-the-token").status_code == 403
+    assert launched.post("/api/search", {"text": "passport"}, token=None).status_code == 401
+    assert launched.get("/", token=None, headers={"Accept": "text/html"}).status_code == 401
+    assert launched.get("/api/status").status_code == 200
+    # DNS rebinding and other local pages are refused even with the token.
+    assert launched.get("/api/status", headers={"Host": "evil.example:80"}).status_code == 403
+    assert launched.post("/api/toggle", headers={"Origin": "http://127.0.0.1:1"}).status_code == 403
+
+
+def test_window_login_is_one_time(served: tuple[Launched, Path, dict[str, str]]) -> None:
+    launched, _, _ = served
+    url = launched.window_url()
+    assert url.startswith(launched.url + "/auth?code=")
+    first = launched.request("GET", url.removeprefix(launched.url), token=None, follow_redirects=False)
+    assert first.status_code == 303 and first.headers["location"] == "/"
+    cookie = first.headers["set-cookie"]
+    assert (
+        f"launcher_token={launched.token}" in cookie and "HttpOnly" in cookie and "SameSite=strict" in cookie
+    )
+    again = launched.request("GET", url.removeprefix(launched.url), token=None, follow_redirects=False)
+    assert again.status_code == 403
+    page = launched.request("GET", "/", token=None, headers={"Cookie": f"launcher_token={launched.token}"})
+    assert page.status_code == 200 and "gradio" in page.text
+
+
+def test_open_refuses_paths_outside_the_index(served: tuple[Launched, Path, dict[str, str]]) -> None:
+    launched, docs, _ = served
+    for body in (
+        {"path": "/etc/passwd"},
+        {"path": str(docs / ".." / "home" / "run" / "launcher.json")},
+        {"file_id": "f999"},
+    ):
+        resp = launched.post("/api/open", {**body, "action": "open"})
+        assert resp.status_code == 403, body
+        assert "is not in the index" in resp.json()["error"]
+    assert not launched.lines("opened.txt")
+    target = str(docs / "garden.md")
+    resp = launched.post("/api/open", {"path": target, "action": "reveal"})
+    assert resp.status_code == 200 and resp.json()["path"] == target
+    assert recorded(launched.records / "revealed.txt")[-1] == target
+
+
+def test_toggle_and_hotkey_ask_for_the_window(
+    served: tuple[Launched, Path, dict[str, str]], display: str
+) -> None:
+    launched, _, _ = served
+    st = launched.get("/api/status").json()
+    assert st["hotkey"]["active"] is True and st["hotkey"]["combo"] == "ctrl+alt+space"
+    launched.settle()
+    opened = len(launched.lines("browser.txt"))
+    subprocess.run(["xdotool", "key", "ctrl+alt+space"], check=True, env={**os.environ, "DISPLAY": display})
+    urls = recorded(launched.records / "browser.txt", opened + 1)
+    assert urls[-1].startswith(launched.url + "/auth?code=")
+    assert launched.get("/api/status").json()["hotkey"]["presses"] == 1
+    # `launcher toggle` reaches the same process; a window is on its way, so no second one opens.
+    proc = ok(cli(launched.home, "toggle", "--json"))
+    assert json.loads(proc.stdout)["action"] == "opening"
+    assert len(launched.lines("browser.txt")) == opened + 1
+
+
+def test_toggle_focuses_an_open_window(served: tuple[Launched, Path, dict[str, str]]) -> None:
+    """With a window's event stream open, toggle asks it to focus instead of opening another."""
+    import httpx
+
+    launched, _, _ = served
+    events: list[str] = []
+    connected = threading.Event()
+
+    def window() -> None:
+        headers = {"Cookie": f"launcher_token={launched.token}"}
+        with (
+            httpx.Client(trust_env=False, timeout=30) as client,
+            client.stream("GET", launched.url + "/api/events", headers=headers) as resp,
+        ):
+            for line in resp.iter_lines():
+                if line.startswith("event:"):
+                    events.append(line.split(":", 1)[1].strip())
+                    connected.set()
+                    if events[-1] == "focus":
+                        return
+
+    t = threading.Thread(target=window, daemon=True)
+    t.start()
+    assert connected.wait(10)
+    opened = len(launched.lines("browser.txt"))
+    assert ok(cli(launched.home, "toggle")).stdout.strip() == "brought the search window forward"
+    t.join(10)
+    assert events == ["hello", "focus"]
+    assert len(launched.lines("browser.txt")) == opened
+
+
+def test_stop_removes_the_run_file_and_a_stale_one_is_cleaned(tmp_path: Path) -> None:
+    docs = make_notes(tmp_path)
+    home = tmp_path / "home"
+    ok(cli(home, "index", str(docs), "--model", str(MINILM), "--json"))
+    launched = launch(home, "--hotkey", "none")
+    run_file = home / "run" / "launcher.json"
+    assert launched.stop() == 0 and not run_file.exists()
+    # A process killed with SIGKILL leaves its run file; the next client notices (the lock is free).
+    launched = launch(home, "--hotkey", "none")
+    launched.proc.kill()
+    launched.proc.wait()
+    assert run_file.exists()
+    proc = cli(home, "toggle")
+    assert proc.returncode == 5 and "launcher is not running" in proc.stderr
+    assert not run_file.exists()
+    hits = json.loads(ok(cli(home, "search", "passport", "--json")).stdout)
+    assert hits and hits[0]["path"].endswith("passport renewal.txt")
+
+
+def test_toggle_without_a_process(tmp_path: Path) -> None:
+    proc = cli(tmp_path / "home", "toggle")
+    assert proc.returncode == 5 and "start it with `launcher launch`" in proc.stderr
+
+
+def _wait_for_hit(launched: Launched, text: str, name: str, timeout: float = 90) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        resp = launched.post("/api/search", {"text": text})
+        if resp.status_code == 200:
+            hits = resp.json()["hits"]
+            if hits and Path(hits[0]["path"]).name == name:
+                return dict(hits[0])
+        time.sleep(0.5)
+    raise AssertionError(f"{name} not found for {text!r} in {timeout}s: {launched.get('/api/status').json()}")
+
+
+def test_launch_watch_builds_and_follows_the_index(tmp_path: Path) -> None:
+    """`launch --watch` on a fresh home: the watcher builds the index with the one loaded model."""
+    docs = make_notes(tmp_path)
+    home = tmp_path / "home"
+    launched = launch(home, "--hotkey", "none", "--watch", str(docs), "--model", str(MINILM))
+    try:
+        _wait_for_hit(launched, "how do I renew my passport", "passport renewal.txt")
+        (docs / "volcano.txt").write_text("Lava and ash erupted from the volcano.\n", encoding="utf-8")
+        _wait_for_hit(launched, "an erupting volcano", "volcano.txt")
+        st = launched.get("/api/status").json()
+        assert st["model_loads"] == 1 and st["watcher"]["roots"] == [str(docs)]
+        assert st["watcher"]["status"]["state"] in ("watching", "embedding", "reading", "reconciling")
+        assert launched.post("/api/watch", {"paused": True}).json() == {"ok": True, "paused": True}
+        assert launched.get("/api/status").json()["watcher"]["status"]["paused"] is True
+        hits = json.loads(ok(cli(home, "search", "an erupting volcano", "--json")).stdout)
+        assert Path(hits[0]["path"]).name == "volcano.txt"
+    finally:
+        assert launched.stop() == 0

@@ -323,6 +323,24 @@ def search(
     model: ModelOpt = None,
     mmproj: MmprojOpt = None,
     threads: ThreadsOpt = None,
+    rerank: Annotated[
+        bool | None,
+        typer.Option(
+            "--rerank/--no-rerank",
+            help="Reorder the top hits with the Qwen3-VL-Reranker (optional model; see `launcher models list`). (env LAUNCHER_RERANK)",
+        ),
+    ] = None,
+    rerank_top: Annotated[
+        int,
+        typer.Option("--rerank-top", min=1, max=200, help="How many of the top hits the reranker judges."),
+    ] = 10,
+    reranker: Annotated[
+        str | None,
+        typer.Option(
+            "--reranker",
+            help="Reranker: a catalogue name or a .gguf path (default: the pulled one). (env LAUNCHER_RERANKER)",
+        ),
+    ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print hits as a JSON list (path, score, kind, locator, snippet).")
     ] = False,
@@ -360,6 +378,10 @@ def search(
             hits = searcher.search(q)
         finally:
             searcher.close()
+    if config.resolve("rerank", rerank) and hits:
+        hits = _rerank(
+            _index_dir(index_dir), q, hits, config.resolve("reranker", reranker), rerank_top, threads
+        )
     if as_json:
         sys.stdout.write(json.dumps([hit_to_json(h) for h in hits], ensure_ascii=True) + "\n")
         return
@@ -368,9 +390,23 @@ def search(
         return
     for i, h in enumerate(hits, 1):
         where = h.locator.describe()
-        typer.echo(f"{i:>2}. {h.score:.3f}  {h.path}" + (f"  ({where})" if where else ""))
+        both = f" (retrieval {h.scores['retrieval']:.3f})" if "rerank" in h.scores else ""
+        typer.echo(f"{i:>2}. {h.score:.3f}{both}  {h.path}" + (f"  ({where})" if where else ""))
         if h.snippet:
             typer.echo("      " + " ".join(h.snippet.split())[:160])
+
+
+def _rerank(
+    index_dir: Path, q: Query, hits: list[Hit], reranker: str | None, top_n: int, threads: int | None
+) -> list[Hit]:
+    """The top hits reordered by the reranker; each keeps its retrieval score beside the rerank score."""
+    from launcher.rerank import load_reranker
+    from launcher.reranking import rerank_hits
+    from launcher.searcher import open_store
+
+    store = open_store(index_dir)
+    with load_reranker(reranker, options=_engine_options(threads, None, None)) as rr:
+        return rerank_hits(store, rr, q.text, q.image, hits, top_n=top_n)
 
 
 def _through_server(index_dir: Path, q: Query, model: str | None, mmproj: str | None) -> list[Hit] | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,16 @@ def bundled_models_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "models"
 
 
+def boolean(value: Any) -> bool:
+    """true/false, yes/no, on/off, 1/0 (and TOML booleans)."""
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(value)
+
+
 @dataclass(frozen=True)
 class Setting:
     """One setting: its environment variable, config-file key, default and type."""
@@ -57,7 +68,7 @@ class Setting:
     env: str
     key: str
     default: Any
-    type: type
+    type: Callable[[Any], Any]
 
 
 SETTINGS: dict[str, Setting] = {
@@ -73,6 +84,8 @@ SETTINGS: dict[str, Setting] = {
     "query_instruction": Setting("LAUNCHER_QUERY_INSTRUCTION", "query_instruction", None, str),
     "document_instruction": Setting("LAUNCHER_DOCUMENT_INSTRUCTION", "document_instruction", None, str),
     "storage": Setting("LAUNCHER_STORAGE", "storage", "float16", str),
+    "rerank": Setting("LAUNCHER_RERANK", "rerank", False, boolean),
+    "reranker": Setting("LAUNCHER_RERANKER", "reranker", None, str),
     "min_score": Setting("LAUNCHER_MIN_SCORE", "min_score", None, float),
     # The resident process (`launcher launch`) and the desktop commands it runs.
     "host": Setting("LAUNCHER_HOST", "host", "127.0.0.1", str),

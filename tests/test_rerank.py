@@ -306,7 +306,12 @@ def hf_folder(request: pytest.FixtureRequest) -> Path:
     for module in ("torch", "transformers", "tokenizers", "safetensors", "dashscope"):
         if importlib.util.find_spec(module) is None:
             pytest.skip(f"{module} is not installed (pip install 'launcher[rerank-gpu]' dashscope==2.0.2)")
-    cache = Path(request.config.cache.mkdir("tiny-reranker-hf"))
+    cache_plugin = getattr(request.config, "cache", None)  # absent under -p no:cacheprovider
+    cache = (
+        Path(cache_plugin.mkdir("tiny-reranker-hf"))
+        if cache_plugin is not None
+        else request.getfixturevalue("tmp_path_factory").mktemp("tiny-reranker-hf")
+    )
     stamp = _generator_stamp()
     folder = cache / "tiny-qwen3vl-reranker"
     if (

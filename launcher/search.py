@@ -6,7 +6,12 @@ Per query:
 2. vector: the query against every piece vector in float32, block by block: float16 and int8 rows
    are converted a cache-sized block at a time (NumPy's float16 arithmetic is ~9x slower) and
    multiplied by single-threaded BLAS GEMV, with our own threads across blocks (see BLOCK_VALUES);
-   then the top rows by argpartition, grouped so each file counts once, with its best piece;
+   then the top rows by argpartition, grouped so each file counts once, with its best piece.
+   A large index is partitioned (launcher/partition.py): the query then scores only the rows of
+   the `probe` lists whose centroids are nearest (DEFAULT_PROBE; 0 = exact), still exactly; a
+   filter that keeps a fraction f of the rows probes 1/f as many lists, and when the rows it keeps
+   are few enough to read them all (partition.PARTITION_MIN_VALUES) they are all scored. Files that
+   keyword or name search found get their vector score from all their rows, probed or not;
 3. keyword: BM25 over the postings the index built at write time; a file scores as its best piece,
    normalised by the summed idf of the query terms found in the index (1.0 = the piece holds every
    known query term about as often as an average piece);
@@ -43,7 +48,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from launcher import keywords
+from launcher import keywords, partition
 from launcher.records import KINDS, Hit, Locator, Vector
 from launcher.store import FileColumns, Store
 
@@ -64,6 +69,9 @@ BLOCKS_PER_JOB = 32  # blocks per thread-pool task
 # Conversion and BLAS release the GIL, so blocks run on threads: half the cores (at most 4), as
 # the model, the UI or an indexer share the machine; on 2 busy cores a second thread only lost.
 THREADS = max(1, min(4, (os.cpu_count() or 2) // 2))
+# Lists probed in a partitioned index: 32 of ~sqrt(rows) lists, ~3% of 1M rows (bench_search.py
+# measures the time and the recall against exact search for 8 to 128).
+DEFAULT_PROBE = 32
 SNIPPET_CHARS = 200
 MAX_TERMS = 64  # a pasted paragraph is matched on its first 64 distinct words
 
@@ -72,6 +80,17 @@ I32 = npt.NDArray[np.int32]
 I64 = npt.NDArray[np.int64]
 Mask = npt.NDArray[np.bool_]
 Time = datetime | float | int | None
+
+
+@dataclass(frozen=True)
+class _Scored:
+    """Vector scores of some rows with those rows' file positions and piece ids: every row (rows
+    is None; dead and filtered ones at -inf), or, after a partition probe, the rows listed."""
+
+    scores: F32
+    ords: I32
+    pids: I64
+    rows: npt.NDArray[np.intp] | None
 
 
 @dataclass(frozen=True)
@@ -99,10 +118,16 @@ def search(
     min_score: float | None = None,
     keyword_weight: float = KEYWORD_WEIGHT,
     name_weight: float = NAME_WEIGHT,
+    probe: int | None = None,
 ) -> list[Hit]:
-    """The best files for a query vector and/or text, with their best piece; [] when nothing fits."""
+    """The best files for a query vector and/or text, with their best piece; [] when nothing fits.
+    `probe`: lists searched in a partitioned index (None: DEFAULT_PROBE; 0: every row, exact)."""
     if min_score is None:
         min_score = DEFAULT_MIN_SCORE
+    if probe is None:
+        probe = DEFAULT_PROBE
+    if probe < 0:
+        raise ValueError(f"probe must be 0 (exact) or more, not {probe}")
     cols = store.file_columns()
     if len(cols) == 0 or top_k <= 0:
         return []
@@ -111,10 +136,12 @@ def search(
     pool = max(50, 5 * top_k)  # candidates taken from each signal before fusion
 
     vec = _EMPTY
-    rows: tuple[F32, I32, I64] | None = None
+    scored: _Scored | None = None
+    q: F32 | None = None
     if query_vector is not None:
-        rows = _row_scores(store, _as_query(query_vector, store.dims), allowed)
-        vec = _best_per_file(*rows, limit=pool)
+        q = _as_query(query_vector, store.dims)
+        scored = _row_scores(store, q, allowed, probe)
+        vec = _best_per_file(scored.scores, scored.ords, scored.pids, limit=pool)
     kw = _bm25(store, terms, allowed) if terms else _EMPTY
     nm = _names(store, cols, terms, allowed) if terms else _EMPTY
 
@@ -129,11 +156,19 @@ def search(
                 c[3] = p
     if not cand:
         return []
-    # A file found by keyword or name also needs its vector score, and vice versa.
-    if rows is not None:
-        missing = np.array([o for o, c in cand.items() if c[1] == -1], dtype=np.int32)
+    # A file found by keyword or name also needs its vector score, and vice versa. After a
+    # partition probe, every row of every candidate is scored, so each file's score is its best
+    # piece's even when its other pieces sit in lists the probe skipped.
+    if scored is not None and q is not None:
+        if scored.rows is None:
+            missing = np.array([o for o, c in cand.items() if c[1] == -1], dtype=np.int32)
+        else:
+            missing = np.fromiter(cand, dtype=np.int32, count=len(cand))
+            scored = _with_files(store, q, scored, missing, allowed)
         if len(missing):
-            extra = _best_per_file(*rows, limit=None, only=missing, n_files=len(cols))
+            extra = _best_per_file(
+                scored.scores, scored.ords, scored.pids, limit=None, only=missing, n_files=len(cols)
+            )
             for o, s, p in zip(
                 extra.ords.tolist(), extra.scores.tolist(), extra.pieces.tolist(), strict=True
             ):
@@ -292,13 +327,105 @@ def _executor(threads: int) -> ThreadPoolExecutor:
     return _POOLS[threads]
 
 
-def _row_scores(store: Store, q: F32, allowed: Mask) -> tuple[F32, I32, I64]:
-    """Cosines with dead and filtered rows set to -inf, and the rows' file positions and piece ids."""
+def _row_scores(store: Store, q: F32, allowed: Mask, probe: int) -> _Scored:
+    """Cosines of the rows to search: all of them, or the rows of the probed partition lists."""
     ords, pids, all_live = _row_arrays(store)
-    scores = cosine_scores(store, q)
-    if not (all_live and allowed[:-1].all()):
-        scores[~allowed[ords]] = -np.inf
-    return scores, ords, pids
+    part = store.partition() if probe > 0 else None
+    unfiltered = all_live and bool(allowed[:-1].all())
+    ok: Mask | None = None
+    if part is not None:
+        centroids = part[0]
+        if not unfiltered:
+            ok = allowed[ords]
+        n_ok = len(ords) if ok is None else int(np.count_nonzero(ok))
+        count = -(-probe * len(ords) // max(1, n_ok))  # a filter keeping 1/k of the rows probes k x
+        if n_ok * store.dims > partition.PARTITION_MIN_VALUES and count < len(centroids):
+            probed = partition.probe(centroids, q, count)[_row_lists(store)]
+            ok = probed if ok is None else ok & probed
+        # else: few enough allowed rows (or a probe as wide as the index) to score every one
+    if ok is None or part is None:
+        scores = cosine_scores(store, q)
+        if not unfiltered:
+            scores[~allowed[ords]] = -np.inf
+        return _Scored(scores, ords, pids, None)
+    rows = np.flatnonzero(ok)
+    return _Scored(rows_cosine(store, q, rows), ords[rows], pids[rows], rows)
+
+
+def warm(store: Store) -> None:
+    """Map every page of the vectors into this process and build the per-snapshot row arrays, so
+    that the first probed queries do not pay ~1 us per page fault (1M x 1024 int8: ~160 ms once,
+    ~15 ms when already mapped). The resident process runs it in the background per snapshot."""
+    _row_arrays(store)
+    if store.partition() is not None:
+        _row_lists(store)
+    for b in store.vector_blocks():
+        flat = b.vectors.reshape(-1)
+        if len(flat):
+            float(
+                np.asarray(flat[:: max(1, 4096 // flat.itemsize)], dtype=np.float64).sum()
+            )  # a value per page
+
+
+def _row_lists(store: Store) -> npt.NDArray[np.uint16]:
+    """Every row's partition list, concatenated (once per snapshot)."""
+    if "row_lists" not in store.cache:
+        part = store.partition()
+        assert part is not None
+        store.cache["row_lists"] = np.concatenate([np.asarray(li) for li in part[1]])
+    return store.cache["row_lists"]  # type: ignore[no-any-return]
+
+
+def rows_cosine(store: Store, q: F32, rows: npt.NDArray[np.intp]) -> F32:
+    """Cosine of q with some stored rows (global row numbers, ascending), gathered block by block:
+    np.take on a plain view of the map into a reused buffer (indexing the np.memmap itself costs
+    ~60 us of Python per call), then converted and multiplied like cosine_scores."""
+    out = np.empty(len(rows), dtype=np.float32)
+    step = max(1, BLOCK_VALUES // max(1, store.dims))
+    buf = np.empty((step, store.dims), dtype=np.float32)
+    raw: npt.NDArray[Any] | None = None
+    start = i = 0
+    for b in store.vector_blocks():
+        j = int(np.searchsorted(rows, start + len(b.vectors)))
+        local = rows[i:j] - start
+        src = b.vectors.view(np.ndarray)
+        if src.dtype != np.float32 and (raw is None or raw.dtype != src.dtype):
+            raw = np.empty((step, store.dims), dtype=src.dtype)
+        for a in range(0, len(local), step):
+            idx = local[a : a + step]
+            block = buf[: len(idx)]
+            if raw is None or src.dtype == np.float32:
+                np.take(src, idx, axis=0, out=block)
+            else:
+                chunk = np.take(src, idx, axis=0, out=raw[: len(idx)])
+                if src.dtype == np.float16:
+                    _half_to_float(chunk, block)
+                else:
+                    np.copyto(block, chunk, casting="unsafe")
+            np.matmul(block, q, out=out[i + a : i + a + len(idx)])
+        if b.scales is not None:
+            out[i:j] *= b.scales[local]
+        start += len(b.vectors)
+        i = j
+    return out
+
+
+def _with_files(store: Store, q: F32, scored: _Scored, files: I32, allowed: Mask) -> _Scored:
+    """`scored` plus the allowed rows of some files that a partition probe left out."""
+    ords, pids, _ = _row_arrays(store)
+    flag = np.zeros(len(allowed), dtype=bool)
+    flag[files] = True
+    want = flag[ords] & allowed[ords]
+    want[scored.rows] = False
+    new = np.flatnonzero(want)
+    if not len(new):
+        return scored
+    return _Scored(
+        np.concatenate([scored.scores, rows_cosine(store, q, new)]),
+        np.concatenate([scored.ords, ords[new]]),
+        np.concatenate([scored.pids, pids[new]]),
+        np.concatenate([scored.rows, new]),  # type: ignore[list-item]
+    )
 
 
 def _best_per_file(

@@ -81,6 +81,7 @@ class Searcher:
     ):
         self.index_dir = Path(index_dir)
         self.store = open_store(self.index_dir)
+        self.warm_in_background()
         self._model_arg = model
         self._mmproj_arg = mmproj
         self._engine_options = engine_options
@@ -124,7 +125,17 @@ class Searcher:
 
     def refresh(self) -> None:
         """Pick up commits made since the snapshot was taken (cheap when nothing changed)."""
-        self.store = self.store.refresh()
+        old, self.store = self.store, self.store.refresh()
+        if self.store is not old:
+            self.warm_in_background()
+
+    def warm_in_background(self) -> threading.Thread:
+        """Map the snapshot's vectors in a background thread (search.warm)."""
+        from launcher.search import warm
+
+        thread = threading.Thread(target=warm, args=(self.store,), name="launcher-warm", daemon=True)
+        thread.start()
+        return thread
 
     def search(self, query: Query) -> list[Hit]:
         """The best files for the query, best first."""

@@ -10,7 +10,9 @@ On disk, in one directory:
                              [modality, locator, text] per row) + .offsets.npy into it,
                              BM25 postings .terms.npy .starts.npy .entries.npy .doclen.npy
     v-<gen>-<tag>.*          a vector segment: .vec.npy (n, dims) float32/float16/int8,
-                             .ids.npy piece ids (sorted), .files.npy, .scale.npy (int8 only)
+                             .ids.npy piece ids (sorted), .files.npy, .scale.npy (int8 only),
+                             .<c-name>.lists.npy (its rows' partition lists, large indexes)
+    c-<gen>-<tag>.npy        partition centroids of a large index (launcher/partition.py)
 
 The formats themselves are in launcher/segments.py. A commit writes new segment files (each
 fsynced), then writes MANIFEST.json.tmp, fsyncs it, `os.replace`s it over MANIFEST.json and
@@ -46,7 +48,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from launcher import keywords
+from launcher import keywords, partition
 from launcher.errors import ModelMismatch, StoreError, StoreLocked
 from launcher.records import KINDS, FileRecord, Locator, Matrix, Piece, Skip
 from launcher.segments import (
@@ -66,6 +68,7 @@ from launcher.segments import (
     encode_vectors,
     fsync_dir,
     fsync_file,
+    load_npy,
     save_bytes,
     save_npy,
 )
@@ -88,7 +91,8 @@ I32 = npt.NDArray[np.int32]
 F32 = npt.NDArray[np.float32]
 Mask = npt.NDArray[np.bool_]
 
-_OWN_FILE = re.compile(r"^([pvf]-\d{8}-[0-9a-f]{6})\.")
+_OWN_FILE = re.compile(r"^([pvfc]-\d{8}-[0-9a-f]{6})\.")
+_LISTS_FILE = re.compile(r"^([v]-\d{8}-[0-9a-f]{6})\.(c-\d{8}-[0-9a-f]{6})\.lists\.npy$")
 _MODALITIES = ("text", "image")
 
 
@@ -165,6 +169,7 @@ class VectorBlock:
     scales: F32 | None  # int8 only: row i is vectors[i] * scales[i]
     piece_ids: I64  # numeric piece ids, sorted
     file_ords: I32  # row -> position in FileColumns, -1 when the file is gone (a dead row)
+    lists: npt.NDArray[np.uint16] | None = None  # row -> partition list, when partitioned
 
     @property
     def live(self) -> Mask:
@@ -255,6 +260,25 @@ def _names(manifest: dict[str, Any], key: str) -> list[str]:
     return [e["name"] for e in manifest[key]]
 
 
+def _lists_name(vector_segment: str, centroids: str) -> str:
+    return f"{vector_segment}.{centroids}.lists.npy"
+
+
+def _partition_name(manifest: dict[str, Any]) -> str | None:
+    part = manifest.get("partition")
+    return str(part["name"]) if part else None
+
+
+def _live_files(manifest: dict[str, Any]) -> set[str]:
+    """What a manifest names: segment prefixes, centroids, and list files (full names)."""
+    live = set(_names(manifest, "files") + _names(manifest, "pieces") + _names(manifest, "vectors"))
+    cname = _partition_name(manifest)
+    if cname is not None:
+        live.add(cname)
+        live.update(_lists_name(e["name"], cname) for e in manifest["vectors"] if e.get("lists") == cname)
+    return live
+
+
 class Store:
     """A read-only snapshot of the index at one generation. Cheap to open; never takes the lock."""
 
@@ -274,6 +298,7 @@ class Store:
         self._columns: FileColumns | None = None
         self._piece_ords: list[I32] | None = None
         self._vector_ords: list[I32] | None = None
+        self._partition: tuple[F32, list[npt.NDArray[np.uint16]]] | None | bool = False  # False: not loaded
         # Derived data that search builds once per snapshot (name index, BM25 statistics...).
         self.cache: dict[str, Any] = {}
 
@@ -480,10 +505,25 @@ class Store:
         if self._vector_ords is None:
             cols = self.file_columns()
             self._vector_ords = [cols.ords(np.asarray(v.files)) for v in self._vectors]
+        part = self.partition()
+        lists: list[npt.NDArray[np.uint16] | None] = list(part[1]) if part else [None] * len(self._vectors)
         return [
-            VectorBlock(v.vectors, v.scales, v.ids, o)
-            for v, o in zip(self._vectors, self._vector_ords, strict=True)
+            VectorBlock(v.vectors, v.scales, v.ids, o, li)
+            for v, o, li in zip(self._vectors, self._vector_ords, lists, strict=True)
         ]
+
+    def partition(self) -> tuple[F32, list[npt.NDArray[np.uint16]]] | None:
+        """The partition's centroids and each vector segment's row lists (memory-mapped), or None
+        when the index is not partitioned (small, or a segment's lists are not written yet)."""
+        if self._partition is False:
+            self._partition = None
+            cname = _partition_name(self.manifest)
+            entries = self.manifest["vectors"]
+            if cname is not None and entries and all(e.get("lists") == cname for e in entries):
+                cent = load_npy(self.root / f"{cname}.npy")
+                lists = [load_npy(self.root / _lists_name(e["name"], cname)) for e in entries]
+                self._partition = (np.asarray(cent, dtype=np.float32), lists)
+        return self._partition  # type: ignore[return-value]
 
     def vectors_of(self, piece_ids: Sequence[PieceId]) -> Matrix:
         """Decoded float32 vectors of some pieces (KeyError when one has none)."""
@@ -659,12 +699,11 @@ class Writer:
         self._vec_rows: list[Matrix] = []
 
     def _clean_orphans(self, manifest: dict[str, Any] | None) -> None:
-        live = set()
-        if manifest is not None:
-            live = set(_names(manifest, "files") + _names(manifest, "pieces") + _names(manifest, "vectors"))
+        live = _live_files(manifest) if manifest is not None else set()
         for entry in os.scandir(self.root):
             m = _OWN_FILE.match(entry.name)
-            if (m and m.group(1) not in live) or entry.name == MANIFEST + ".tmp":
+            stale_lists = _LISTS_FILE.match(entry.name) is not None and entry.name not in live
+            if (m and m.group(1) not in live) or stale_lists or entry.name == MANIFEST + ".tmp":
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(entry.path)
 
@@ -989,6 +1028,7 @@ class Writer:
         )
         m["pieces"] = self._compact(gen, pieces, segs_p, live, self._merge_pieces)
         m["vectors"] = self._compact(gen, vectors, segs_v, live, self._merge_vectors)
+        self._partition(gen, m, segs_v)
         m["committed_at"] = time.time()
         fsync_dir(self.root)
         tmp = self.root / (MANIFEST + ".tmp")
@@ -1075,6 +1115,54 @@ class Writer:
         nbytes = save_npy(self.root / f"{name}.vec.npy", stored)
         nbytes += VectorSegment.write_index(self.root, name, ids, files, scales)
         return {"name": name, "rows": len(ids), "bytes": nbytes}
+
+    # partition (launcher/partition.py)
+
+    def _partition(self, gen: int, m: dict[str, Any], segs: dict[str, VectorSegment]) -> None:
+        """Train, keep or drop the partition for the segments in m["vectors"], and write the list
+        ids of every segment that lacks them for the current centroids."""
+        entries: list[dict[str, Any]] = [dict(e) for e in m["vectors"]]  # never edit the old manifest's
+        m["vectors"] = entries
+        rows = sum(int(e["rows"]) for e in entries)
+        part = m.get("partition")
+        if not partition.wanted(rows, self.dims):
+            m.pop("partition", None)
+            for e in entries:
+                e.pop("lists", None)
+            return
+        if part is None or partition.needs_retraining(rows, int(part["trained_on"])):
+            lists = partition.n_lists(int(rows * partition.RETRAIN_GROWTH))  # sized for its lifetime
+            cent = partition.train(
+                self._sample([segs[e["name"]] for e in entries], lists * partition.SAMPLE_PER_LIST), lists
+            )
+            cname = self._name("c", gen)
+            save_npy(self.root / f"{cname}.npy", cent)
+            part = {"name": cname, "lists": len(cent), "trained_on": rows}
+            m["partition"] = part
+        cent = np.load(self.root / f"{part['name']}.npy")
+        for e in entries:
+            if e.get("lists") == part["name"]:
+                continue
+            path = self.root / _lists_name(e["name"], part["name"])
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()  # a leftover of an interrupted commit
+            save_npy(path, partition.assign(segs[e["name"]].vectors, cent))
+            e["lists"] = part["name"]
+
+    @staticmethod
+    def _sample(segs: Sequence[VectorSegment], count: int) -> F32:
+        """About `count` rows drawn uniformly from the segments, decoded to float32."""
+        total = sum(len(s) for s in segs)
+        rng = np.random.default_rng(partition.SEED)
+        picks = np.sort(rng.choice(total, min(count, total), replace=False))
+        out = []
+        start = 0
+        for s in segs:
+            mine = picks[(picks >= start) & (picks < start + len(s))] - start
+            if len(mine):
+                out.append(s.floats(mine))
+            start += len(s)
+        return np.concatenate(out).astype(np.float32)
 
     # compaction
 

@@ -13,6 +13,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from launcher.records import FileRecord
 
@@ -38,9 +39,8 @@ def content_hash(path: str | Path, size: int | None = None) -> str:
     return h.hexdigest()
 
 
-@dataclass(frozen=True)
-class Known:
-    """What the index remembers about a file."""
+class Known(NamedTuple):
+    """What the index remembers about a file (a tuple: a rescan builds one per indexed file)."""
 
     file_id: str
     size: int

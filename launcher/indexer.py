@@ -212,7 +212,7 @@ class Indexer:
                     progress(Progress("scan", i, 0))
             scanned = len(records) + len(report.skipped)
             progress(Progress("scan", scanned, scanned))
-            known = _known(writer.known_under(folders).values())
+            known = {p: diff_stage.Known(*state) for p, state in writer.state_under(folders).items()}
             plan = diff_stage.plan(records, known)
             self._apply(writer, plan, folders, report, progress, checkpoint, defer)
             self._finish(writer, report, progress, checkpoint)

@@ -794,12 +794,16 @@ class Writer:
             out[file_id] = FileRecord(r[COL_PATH], r[COL_SIZE], r[COL_MTIME], r[COL_KIND])
         return out
 
-    def known_under(self, roots: Sequence[str]) -> dict[str, FileInfo]:
-        """Indexed files at or below any of these folders, by path (what the diff compares with)."""
+    def state_under(self, roots: Sequence[str]) -> dict[str, tuple[str, int, int, str]]:
+        """path -> (file id, size, mtime_ns, content hash) of the indexed files at or below any of
+        these folders: what a rescan's diff needs, as plain tuples (FileInfo objects for 100k
+        files cost more than the scan itself)."""
+        exact = set(roots)
+        prefixes = tuple(r.rstrip(os.sep) + os.sep for r in roots)
         return {
-            row[COL_PATH]: _info(self._table, fid)
+            row[COL_PATH]: (f"f{fid}", row[COL_SIZE], row[COL_MTIME], row[COL_HASH])
             for fid, row in self._table.rows.items()
-            if _is_under(row[COL_PATH], roots)
+            if row[COL_PATH].startswith(prefixes) or row[COL_PATH] in exact
         }
 
     def piece_count(self, file_id: FileId) -> int:

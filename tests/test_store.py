@@ -318,8 +318,9 @@ def test_what_the_indexer_asks_of_the_writer(tmp_path: Path) -> None:
         w.set_vectors([pa[1]], unit(1, 4))
         assert w.pending_count() == 5
         assert w.pending_by_file() == {fa: [pa[0], pa[2]], fb: pb, fc: pc}
-        assert set(w.known_under(["/r"])) == {"/r/a.txt", "/r/sub/c.txt"}
-        assert w.known_under(["/r/"])["/r/a.txt"].file_id == fa
+        assert set(w.state_under(["/r"])) == {"/r/a.txt", "/r/sub/c.txt"}
+        assert w.state_under(["/r/"])["/r/a.txt"] == (fa, 10, 1, "ha")
+        assert set(w.state_under(["/r/sub/c.txt", "/r/su"])) == {"/r/sub/c.txt"}  # a file; no half-names
         assert w.files_by_id([fc]) == {fc: rec("/r/sub/c.txt")}
         assert w.piece_count(fa) == 3 and w.pieces_of(fa) == pa
         assert w.piece_positions(fa, [pa[2], pa[0]]) == [2, 0]

@@ -51,23 +51,18 @@ CATALOG: tuple[CatalogEntry, ...] = (
         5.9,
         "Qwen3-VL-Embedding 8B, Q4_K_M, 4096 dims: best quality, about 4x slower than 2B",
     ),
+    # Qwen publishes the rerankers as safetensors (Qwen/Qwen3-VL-Reranker-2B, -8B). This is a
+    # third-party f16 conversion with the layout launcher.rerank.llama reads: pooling type rank and the
+    # yes/no head `cls.output.weight`. The 8B has no entry: give its Hugging Face folder (CUDA GPU) or
+    # a GGUF you converted with llama.cpp's convert_hf_to_gguf.py.
     CatalogEntry(
         "qwen3-vl-reranker-2b",
         "reranker",
-        "Qwen/Qwen3-VL-Reranker-2B-GGUF",
-        "Qwen3-VL-Reranker-2B-Q4_K_M.gguf",
-        "mmproj-Qwen3-VL-Reranker-2B-f16.gguf",
-        1.9,
-        "Qwen3-VL-Reranker 2B, Q4_K_M: reorders the top hits (optional)",
-    ),
-    CatalogEntry(
-        "qwen3-vl-reranker-8b",
-        "reranker",
-        "Qwen/Qwen3-VL-Reranker-8B-GGUF",
-        "Qwen3-VL-Reranker-8B-Q4_K_M.gguf",
-        "mmproj-Qwen3-VL-Reranker-8B-f16.gguf",
-        5.9,
-        "Qwen3-VL-Reranker 8B, Q4_K_M",
+        "bealore/Qwen3-VL-Reranker-2B-GGUF",
+        "Qwen3-VL-Reranker-2B.f16.gguf",
+        "Qwen3-VL-Reranker-2B.mmproj-f16.gguf",
+        4.2,
+        "Qwen3-VL-Reranker 2B, f16 (third-party conversion): reorders the top hits (optional)",
     ),
 )
 

@@ -15,6 +15,7 @@ from launcher.errors import LauncherError
 
 if TYPE_CHECKING:  # imported lazily at run time, so that `launcher --help` starts fast
     from launcher.records import Hit
+    from launcher.reranking import RerankedHits
     from launcher.searcher import Query
 
 app = typer.Typer(
@@ -58,6 +59,22 @@ GpuOpt = Annotated[
     typer.Option(
         "--gpu-layers",
         help="Layers to offload to the GPU (-1: all) when llama.cpp was built with CUDA/Metal. (env LAUNCHER_GPU_LAYERS)",
+    ),
+]
+RerankTopOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--rerank-top",
+        min=1,
+        max=config.RERANK_TOP_MAX,
+        help="How many of the top hits the reranker judges (default 10). (env LAUNCHER_RERANK_TOP)",
+    ),
+]
+RerankerOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--reranker",
+        help="Reranker: a catalogue name, a .gguf path or a Hugging Face folder (default: the pulled one). (env LAUNCHER_RERANKER)",
     ),
 ]
 CtxOpt = Annotated[
@@ -330,17 +347,8 @@ def search(
             help="Reorder the top hits with the Qwen3-VL-Reranker (optional model; see `launcher models list`). (env LAUNCHER_RERANK)",
         ),
     ] = None,
-    rerank_top: Annotated[
-        int,
-        typer.Option("--rerank-top", min=1, max=200, help="How many of the top hits the reranker judges."),
-    ] = 10,
-    reranker: Annotated[
-        str | None,
-        typer.Option(
-            "--reranker",
-            help="Reranker: a catalogue name or a .gguf path (default: the pulled one). (env LAUNCHER_RERANKER)",
-        ),
-    ] = None,
+    rerank_top: RerankTopOpt = None,
+    reranker: RerankerOpt = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print hits as a JSON list (path, score, kind, locator, snippet).")
     ] = False,
@@ -366,8 +374,15 @@ def search(
     )
     model_name = config.resolve("model", model)
     mmproj_path = config.resolve("mmproj", str(mmproj) if mmproj else None)
-    hits = _through_server(_index_dir(index_dir), q, model_name, mmproj_path)
-    if hits is None:
+    want_rerank = config.resolve("rerank", rerank)
+    top_n = config.resolve("rerank_top", rerank_top)
+    reranker_choice = config.resolve("reranker", reranker)
+    reranker_file = _reranker_file(reranker_choice) if want_rerank else None
+    reranked = False
+    answer = _through_server(_index_dir(index_dir), q, model_name, mmproj_path, reranker_file, top_n)
+    if answer is not None:
+        hits, reranked = answer.hits, answer.reranked
+    else:
         searcher = Searcher(
             _index_dir(index_dir),
             model=model_name,
@@ -378,10 +393,8 @@ def search(
             hits = searcher.search(q)
         finally:
             searcher.close()
-    if config.resolve("rerank", rerank) and hits:
-        hits = _rerank(
-            _index_dir(index_dir), q, hits, config.resolve("reranker", reranker), rerank_top, threads
-        )
+    if want_rerank and hits and not reranked:
+        hits = _rerank(_index_dir(index_dir), q, hits, reranker_choice, top_n, threads)
     if as_json:
         sys.stdout.write(json.dumps([hit_to_json(h) for h in hits], ensure_ascii=True) + "\n")
         return
@@ -409,8 +422,28 @@ def _rerank(
         return rerank_hits(store, rr, q.text, q.image, hits, top_n=top_n)
 
 
-def _through_server(index_dir: Path, q: Query, model: str | None, mmproj: str | None) -> list[Hit] | None:
-    """Hits from a running `launcher launch` serving this index (and this --model), else None."""
+def _reranker_file(choice: str | None) -> Path | None:
+    """The reranker model file these settings name, None when there is none (`_rerank` says why)."""
+    from launcher.rerank import resolve_reranker
+
+    try:
+        return resolve_reranker(choice)[0].resolve()
+    except LauncherError:
+        return None
+
+
+def _through_server(
+    index_dir: Path,
+    q: Query,
+    model: str | None,
+    mmproj: str | None,
+    reranker_file: Path | None,
+    rerank_top: int,
+) -> RerankedHits | None:
+    """Hits from a running `launcher launch` serving this index (and this --model), else None.
+
+    With a reranker file, the process reranks them too when it uses that same reranker (loaded once
+    there); otherwise they come back as retrieved and this command reranks them itself."""
     from launcher.client import search_through_server
     from launcher.models import resolve_model
 
@@ -420,7 +453,7 @@ def _through_server(index_dir: Path, q: Query, model: str | None, mmproj: str | 
             model_file = resolve_model(model, mmproj).path
         except LauncherError:
             return None  # in-process says what is wrong with --model
-    return search_through_server(index_dir, q, model_file)
+    return search_through_server(index_dir, q, model_file, reranker_file, rerank_top)
 
 
 @app.command()
@@ -463,6 +496,15 @@ def launch(
     model: ModelOpt = None,
     mmproj: MmprojOpt = None,
     threads: ThreadsOpt = None,
+    rerank: Annotated[
+        bool | None,
+        typer.Option(
+            "--rerank/--no-rerank",
+            help="Start with the window's Rerank switch on (default off). (env LAUNCHER_RERANK)",
+        ),
+    ] = None,
+    rerank_top: RerankTopOpt = None,
+    reranker: RerankerOpt = None,
 ) -> None:
     """Start the resident process (one per user): model loaded once, search window, global hotkey, watcher."""
     from launcher.hotkey import OFF, parse_combo
@@ -486,6 +528,9 @@ def launch(
             hotkey=combo,
             watch=[p.expanduser().resolve() for p in watch or []],
             open_browser=not no_browser,
+            rerank=config.resolve("rerank", rerank),
+            rerank_top=config.resolve("rerank_top", rerank_top),
+            reranker=reranker,  # the setting itself is read at each use: see ResidentReranker
         )
     )
 

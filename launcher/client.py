@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from launcher.errors import LauncherError, NotRunning, ServerError
-from launcher.records import Hit
+from launcher.reranking import RerankedHits
 from launcher.runfile import RunInfo, read_running
 from launcher.searcher import Query, hit_from_json
 
@@ -52,8 +52,16 @@ class Client:
         except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
             raise Unreachable(str(exc)) from None
 
-    def search(self, query: Query, timeout: float = 600) -> list[Hit]:
-        """The same hits as Searcher.search, computed by the running process."""
+    def search(
+        self,
+        query: Query,
+        rerank: bool = False,
+        rerank_top: int | None = None,
+        reranker_file: Path | None = None,
+        timeout: float = 600,
+    ) -> RerankedHits:
+        """The same hits as Searcher.search, computed by the running process (and reranked there
+        when asked and it reranks with `reranker_file`)."""
         body: dict[str, Any] = {
             "text": query.text,
             "top_k": query.top_k,
@@ -63,13 +71,20 @@ class Client:
             "before": query.before.isoformat() if query.before else None,
             "min_score": query.min_score,
             "like": query.like,
+            "rerank": rerank,  # always said: the process's own default must not decide for the CLI
+            "rerank_top": rerank_top,
+            "reranker_file": str(reranker_file) if reranker_file else None,
         }
         if query.image is not None:
             path = Path(query.image)
             body["image_b64"] = base64.b64encode(path.read_bytes()).decode("ascii")
             body["image_name"] = path.name
         answer = self.request("POST", "/api/search", body, timeout=timeout)
-        return [hit_from_json(h) for h in answer["hits"]]
+        return RerankedHits(
+            [hit_from_json(h) for h in answer["hits"]],
+            reranked=bool(answer.get("reranked")),
+            rerank_error=answer.get("rerank_error"),
+        )
 
     def toggle(self) -> dict[str, Any]:
         """Ask the process to show its window."""
@@ -104,12 +119,24 @@ def serves(info: RunInfo, index_dir: Path, model_file: Path | None) -> bool:
         return False
 
 
-def search_through_server(index_dir: Path, query: Query, model_file: Path | None = None) -> list[Hit] | None:
-    """Hits from the running process when it serves this index, else None (search in-process)."""
+def search_through_server(
+    index_dir: Path,
+    query: Query,
+    model_file: Path | None = None,
+    reranker_file: Path | None = None,
+    rerank_top: int | None = None,
+) -> RerankedHits | None:
+    """Hits from the running process when it serves this index, else None (search in-process).
+
+    With `reranker_file` the process reranks them too if that is the reranker it uses; otherwise
+    `reranked` is False and the caller reranks itself.
+    """
     client = running()
     if client is None or not serves(client.info, index_dir, model_file):
         return None
     try:
-        return client.search(query)
+        return client.search(
+            query, rerank=reranker_file is not None, rerank_top=rerank_top, reranker_file=reranker_file
+        )
     except Unreachable:
         return None

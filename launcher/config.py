@@ -61,6 +61,17 @@ def boolean(value: Any) -> bool:
     raise ValueError(value)
 
 
+RERANK_TOP_MAX = 200  # the reranker reads every candidate whole: more is minutes on a CPU
+
+
+def rerank_count(value: Any) -> int:
+    """How many hits the reranker judges: a whole number from 1 to RERANK_TOP_MAX."""
+    n = int(value)
+    if not 1 <= n <= RERANK_TOP_MAX:
+        raise ValueError(value)
+    return n
+
+
 @dataclass(frozen=True)
 class Setting:
     """One setting: its environment variable, config-file key, default and type."""
@@ -69,6 +80,7 @@ class Setting:
     key: str
     default: Any
     type: Callable[[Any], Any]
+    expected: str = ""  # what a bad value is told it should be (default: the type's name)
 
 
 SETTINGS: dict[str, Setting] = {
@@ -86,6 +98,9 @@ SETTINGS: dict[str, Setting] = {
     "storage": Setting("LAUNCHER_STORAGE", "storage", "float16", str),
     "rerank": Setting("LAUNCHER_RERANK", "rerank", False, boolean),
     "reranker": Setting("LAUNCHER_RERANKER", "reranker", None, str),
+    "rerank_top": Setting(
+        "LAUNCHER_RERANK_TOP", "rerank_top", 10, rerank_count, f"a whole number from 1 to {RERANK_TOP_MAX}"
+    ),
     "min_score": Setting("LAUNCHER_MIN_SCORE", "min_score", None, float),
     # The resident process (`launcher launch`) and the desktop commands it runs.
     "host": Setting("LAUNCHER_HOST", "host", "127.0.0.1", str),
@@ -128,4 +143,5 @@ def resolve(name: str, flag: Any = None) -> Any:
     try:
         return setting.type(raw)
     except (TypeError, ValueError):
-        raise LauncherError(f"bad value {raw!r} for {source}: expected {setting.type.__name__}") from None
+        expected = setting.expected or setting.type.__name__
+        raise LauncherError(f"bad value {raw!r} for {source}: expected {expected}") from None

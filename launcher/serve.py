@@ -44,7 +44,7 @@ from fastapi import Request
 
 from launcher import config, desktop
 from launcher.errors import InputError, LauncherError, NotIndexed, ServerError, StoreError
-from launcher.records import Hit
+from launcher.reranking import DEFAULT_RERANK_TOP, RerankedHits, ResidentReranker
 from launcher.runfile import Instance, RunInfo, new_token, same_secret
 from launcher.searcher import Query, Searcher, hit_to_json, write_model_hint
 from launcher.store import FileInfo, Store
@@ -155,6 +155,9 @@ class LaunchOptions:
     watch: Sequence[Path] = ()
     open_browser: bool = True
     watch_options: Any = None  # IndexOptions for the watcher; None: defaults matching the index
+    rerank: bool = False  # the window's switch starts here; an API request without "rerank" gets it
+    rerank_top: int = DEFAULT_RERANK_TOP
+    reranker: str | None = None  # the --reranker flag; None: the `reranker` setting, read at each use
 
 
 @dataclass
@@ -194,6 +197,10 @@ class LauncherService:
         self.model_file = ""
         self._own_model_loads = 0
         self._searcher_lock = threading.Lock()
+        # Loaded at the first reranked search, not before: most searches never need it.
+        self.reranker = ResidentReranker(
+            lambda: config.resolve("reranker", options.reranker), options.engine_options
+        )
         self.watcher: Any = None
         self._hotkey_listener: Any = None
         self.sock: socket.socket | None = None
@@ -379,6 +386,7 @@ class LauncherService:
             except Exception:
                 log.exception("stopping the watcher failed")
             self.watcher = None
+        self.reranker.close()
         if self.searcher is not None:
             self.searcher.close()
             self.searcher = None
@@ -409,15 +417,42 @@ class LauncherService:
                 self.searcher = Searcher(self.index_dir, embedder=self.embedder)
             return self.searcher
 
-    def search(self, query: Query) -> list[Hit]:
-        """Search the index (the same code as `launcher search` in-process)."""
+    def search(
+        self,
+        query: Query,
+        rerank: bool | None = None,
+        *,
+        rerank_top: int | None = None,
+        reranker_file: str | None = None,
+        still_wanted: Callable[[], bool] | None = None,
+    ) -> RerankedHits:
+        """Search the index (the same code as `launcher search` in-process), reranked when asked.
+
+        rerank None: the `rerank` setting. A reranker problem (no model, a broken file) leaves the
+        hits as retrieved, with the reason in `rerank_error`. "More like this" is never reranked: it
+        has no query for the reranker to read.
+        """
         searcher = self.get_searcher()
         watcher = self.watcher
         # The watcher shares the model: it waits between its model calls while a query runs.
         with watcher.foreground() if watcher is not None else contextlib.nullcontext():
             hits = searcher.search(query)
+            store = searcher.store
         self.counters.searches += 1
-        return hits
+        wanted = self.options.rerank if rerank is None else rerank
+        if not wanted or query.like is not None or not hits:
+            return RerankedHits(hits)
+        # The reranker is the heaviest model call of all: the watcher waits for it too.
+        with watcher.foreground() if watcher is not None else contextlib.nullcontext():
+            return self.reranker.rerank(
+                store,
+                query.text,
+                query.image,
+                hits,
+                rerank_top or self.options.rerank_top,
+                only_file=reranker_file,
+                still_wanted=still_wanted,
+            )
 
     def toggle(self) -> str:
         """Show the search window: focus the open one, else open one. Says which it did."""
@@ -547,6 +582,14 @@ class LauncherService:
             },
             "index": index,
             "watcher": watcher,
+            "reranker": {
+                "default": self.options.rerank,
+                "top": self.options.rerank_top,
+                "loaded": self.reranker.loaded,
+                "loads": self.reranker.loads,
+                "reranks": self.reranker.reranks,
+                "error": self.reranker.last_error,
+            },
         }
 
     def _watcher_status(self) -> dict[str, Any] | None:
@@ -736,6 +779,35 @@ def query_from_json(data: dict[str, Any], upload_dir: Path) -> tuple[Query, Path
     return query, image
 
 
+@dataclass
+class RerankRequest:
+    """The reranking part of a search request."""
+
+    wanted: bool | None = None  # None: the process's `rerank` setting
+    top: int | None = None  # None: the process's `rerank_top` setting
+    only_file: str | None = None  # rerank only with this model file (the CLI's own choice)
+
+
+def rerank_from_json(data: dict[str, Any]) -> RerankRequest:
+    """`rerank`, `rerank_top` and `reranker_file` of a search request."""
+    wanted = data.get("rerank")
+    if wanted is not None and not isinstance(wanted, bool):
+        try:
+            wanted = config.boolean(wanted)
+        except ValueError:
+            raise InputError(f"rerank: {wanted!r} is not true or false") from None
+    top = data.get("rerank_top")
+    if top is not None:
+        try:
+            top = config.rerank_count(top)
+        except (TypeError, ValueError):
+            raise InputError(
+                f"rerank_top: {top!r} is not a whole number from 1 to {config.RERANK_TOP_MAX}"
+            ) from None
+    only = data.get("reranker_file")
+    return RerankRequest(wanted, top, str(only) if only else None)
+
+
 def _error_response(exc: LauncherError) -> Any:
     from fastapi.responses import JSONResponse
 
@@ -784,14 +856,21 @@ def build_app(service: LauncherService) -> Any:
     def _search(data: dict[str, Any]) -> Any:
         image: Path | None = None
         try:
+            rerank = rerank_from_json(data)
             query, image = query_from_json(data, upload_dir)
-            hits = service.search(query)
+            result = service.search(
+                query, rerank.wanted, rerank_top=rerank.top, reranker_file=rerank.only_file
+            )
         except LauncherError as exc:
             return _error_response(exc)
         finally:
             if image is not None:
                 image.unlink(missing_ok=True)
-        return {"hits": [{**hit_to_json(h), "piece_id": h.piece_id} for h in hits]}
+        return {
+            "hits": [{**hit_to_json(h), "piece_id": h.piece_id} for h in result.hits],
+            "reranked": result.reranked,
+            "rerank_error": result.rerank_error,
+        }
 
     @app.post("/api/toggle")
     def toggle() -> Any:
@@ -896,5 +975,6 @@ __all__ = [
     "WindowTracker",
     "build_app",
     "query_from_json",
+    "rerank_from_json",
     "run_launch",
 ]

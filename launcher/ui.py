@@ -13,7 +13,9 @@ import html
 import itertools
 import os
 import re
+import threading
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -161,6 +163,21 @@ def _badge(hit: Hit) -> str:
     return f'<div class="badge k-{esc(hit.kind)}">{esc(ext)}</div>'
 
 
+def _score(hit: Hit) -> str:
+    """The score column: both scores for a reranked hit, the retrieval score for the others."""
+    if "rerank" in hit.scores:
+        return (
+            '<div class="score rr" title="reranker score · retrieval score">'
+            f"rerank {hit.scores['rerank']:.2f} · retrieval {hit.scores['retrieval']:.2f}</div>"
+        )
+    if "retrieval" in hit.scores:  # in a reranked list, below the hits the reranker judged
+        return (
+            '<div class="score" title="retrieval score: below the reranked hits">'
+            f"retrieval {hit.scores['retrieval']:.2f}</div>"
+        )
+    return f'<div class="score" title="relevance">{hit.score:.2f}</div>'
+
+
 def render_hit(hit: Hit, index: int, words: list[str]) -> str:
     """One result row: thumbnail or kind badge, name, folder, where it matched, snippet, score."""
     name = os.path.basename(hit.path)
@@ -182,7 +199,7 @@ def render_hit(hit: Hit, index: int, words: list[str]) -> str:
         f'<div class="thumb">{thumb}</div>'
         f'<div class="body"><div class="name"><span class="fname">{esc(name)}</span>{where_html}</div>'
         f'<div class="path">{esc(folder)}</div>{snippet_html}</div>'
-        f'<div class="side"><div class="score" title="relevance">{hit.score:.2f}</div>'
+        f'<div class="side">{_score(hit)}'
         f'<div class="kind">{esc(kind)}</div>'
         '<div class="acts">'
         '<button data-act="open" title="Open (Enter)">Open</button>'
@@ -201,11 +218,23 @@ def render_results(
     ms: float | None = None,
     query: str = "",
     image: bool = False,
+    rerank: str = "off",
+    note: str | None = None,
 ) -> str:
-    """The result list with its header line."""
+    """The result list with its header line.
+
+    rerank: "off", "pending" (these hits are being reranked), "done", or "failed" (with the reason
+    in `note`, shown above the hits).
+    """
     head = []
     if image:
         head.append('<span class="chip plain">Image query</span>')
+    if rerank == "pending":
+        head.append('<span class="chip plain rr">Reranking…</span>')
+    elif rerank == "done":
+        head.append(
+            '<span class="chip plain rr" title="the top hits, reordered by the reranker">Reranked</span>'
+        )
     if like:
         head.append(
             f'<span class="chip">Similar to <b>{esc(like.get("name", ""))}</b>'
@@ -218,11 +247,17 @@ def render_results(
         body = '<div class="empty">No matching files. Try other words, or widen the filters.</div>'
     else:
         body = "".join(render_hit(h, i, words) for i, h in enumerate(hits))
+    note_html = f'<div class="note" role="status">Not reranked: {_with_code(note)}</div>' if note else ""
     return (
-        f'<div class="results" data-seq="{next(_renders)}" data-query="{esc(query)}">'
-        f'<div class="rhead">{"".join(head)}</div>'
+        f'<div class="results" data-seq="{next(_renders)}" data-query="{esc(query)}" data-rerank="{rerank}">'
+        f'<div class="rhead">{"".join(head)}</div>{note_html}'
         f'<div class="list" role="listbox">{body}</div></div>'
     )
+
+
+def _with_code(text: str) -> str:
+    """Text escaped, with `backquoted` commands shown as code."""
+    return re.sub(r"`([^`<>]+)`", r"<code>\1</code>", esc(text))
 
 
 def render_message(text: str) -> str:
@@ -236,6 +271,7 @@ KEYS = [
     ("Ctrl Enter", "show in folder"),
     ("Alt Enter", "copy path"),
     ("Ctrl M", "similar"),
+    ("Alt R", "rerank on / off"),
     ("Esc", "clear / close"),
 ]
 
@@ -337,6 +373,11 @@ def _after(when: str | None) -> datetime | None:
     return datetime.now() - timedelta(days=days) if days else None
 
 
+def rerankable(text: str | None, image: str | None, like: dict[str, str] | None) -> bool:
+    """Whether the reranker has a query to read: words or a picture ("more like this" has neither)."""
+    return like is None and bool((text or "").strip() or image)
+
+
 def run_search(
     service: LauncherService,
     text: str | None,
@@ -345,8 +386,16 @@ def run_search(
     folder: str | None,
     when: str | None,
     like: dict[str, str] | None,
+    rerank: bool = False,
+    *,
+    pending: bool = False,
+    still_wanted: Callable[[], bool] | None = None,
 ) -> tuple[str, dict[str, str] | None]:
-    """One search from the window: (results HTML, the "more like this" state to keep)."""
+    """One search from the window: (results HTML, the "more like this" state to keep).
+
+    rerank: have the process rerank the top hits (the slow second step). pending: show the hits as
+    retrieved, marked as being reranked (the quick first step).
+    """
     text = text or ""
     if text.strip() or image:
         like = None  # a new query replaces "more like this"
@@ -363,12 +412,66 @@ def run_search(
             like=like["piece"] if like else None,
         )
         t0 = time.perf_counter()
-        hits = service.search(query)
+        result = service.search(query, rerank, still_wanted=still_wanted)
         ms = 1000 * (time.perf_counter() - t0)
     except LauncherError as exc:
         return render_message(str(exc)), like
-    html_ = render_results(hits, words=query_words(text), like=like, ms=ms, query=text, image=bool(image))
+    if result.reranked:
+        state = "done"
+    elif result.rerank_error:
+        state = "failed"
+    elif pending and rerankable(text, image, like) and result.hits:
+        state = "pending"
+    else:
+        state = "off"
+    html_ = render_results(
+        result.hits,
+        words=query_words(text),
+        like=like,
+        ms=ms,
+        query=text,
+        image=bool(image),
+        rerank=state,
+        note=result.rerank_error,
+    )
     return html_, like
+
+
+class Tickets:
+    """The newest search of each window, so that a slow rerank of an older query is dropped rather
+    than shown over the newer one (the reranker can take seconds per hit on a CPU)."""
+
+    KEEP = 256  # windows remembered; the oldest are forgotten first
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._count = itertools.count(1)
+        self._latest: dict[str, list[Any]] = {}  # window -> [ticket, reranked already]
+
+    def issue(self, window: str | None) -> int:
+        """A new search in this window: its ticket, which makes every older one stale."""
+        with self._lock:
+            ticket = next(self._count)
+            self._latest.pop(window or "", None)
+            self._latest[window or ""] = [ticket, False]
+            while len(self._latest) > self.KEEP:
+                del self._latest[next(iter(self._latest))]
+            return ticket
+
+    def current(self, window: str | None, ticket: int) -> bool:
+        """Whether this is still the window's newest search."""
+        with self._lock:
+            entry = self._latest.get(window or "")
+            return entry is not None and entry[0] == ticket
+
+    def claim(self, window: str | None, ticket: int) -> bool:
+        """True once for the newest search: it is reranked once, however many steps ask."""
+        with self._lock:
+            entry = self._latest.get(window or "")
+            if entry is None or entry[0] != ticket or entry[1]:
+                return False
+            entry[1] = True
+            return True
 
 
 # --- the page ----------------------------------------------------------------------------------
@@ -444,6 +547,9 @@ HEAD_JS = """<script>
       act(e.ctrlKey || e.metaKey ? 'reveal' : e.altKey ? 'copy' : 'open');
     } else if ((e.ctrlKey || e.metaKey) && e.shiftKey && (k === 'C' || k === 'c')) {
       e.preventDefault(); act('copy');
+    } else if (e.altKey && !e.ctrlKey && (k === 'r' || k === 'R' || e.code === 'KeyR')) {
+      e.preventDefault();
+      const c = $('#f-rerank input'); c && c.click();
     } else if ((e.ctrlKey || e.metaKey) && (k === 'm' || k === 'M')) {
       e.preventDefault();
       const b = hits()[current()] && hits()[current()].querySelector('[data-act="like"]');
@@ -557,6 +663,11 @@ html { overflow-y: scroll; }
 #filters { gap: 8px; flex-wrap: nowrap; }
 #filters > div { min-width: 0 !important; }
 #filters > #f-when { flex: 0 0 150px !important; }
+#filters > #f-rerank { flex: 0 0 auto !important; width: auto !important; align-self: stretch; display: flex;
+  align-items: center; padding: 0 12px !important; background: var(--input-background-fill);
+  border: 1px solid var(--border-color-primary) !important; border-radius: var(--radius-md); }
+#f-rerank label { gap: 8px; white-space: nowrap; cursor: pointer; }
+#f-rerank .label-text { font-size: 13px !important; }
 #filters .wrap, #filters input { font-size: 13px !important; }
 #filters label > span, #filters .block-title { font-size: 11px !important; }
 #go { display: none !important; }
@@ -567,6 +678,9 @@ html { overflow-y: scroll; }
   border-radius: 999px; padding: 2px 4px 2px 10px; font-size: 12px; }
 .chip.plain { padding: 2px 10px; }
 .chip button { border: none; background: transparent; cursor: pointer; font-size: 15px; line-height: 1; padding: 0 6px; color: inherit; }
+.note { margin: 0 4px 8px; padding: 6px 10px; border-radius: 8px; font-size: 12.5px; color: var(--body-text-color);
+  background: rgba(245, 165, 36, .14); border: 1px solid rgba(245, 165, 36, .35); }
+.note code { font-size: 12px; white-space: nowrap; }
 .list { display: flex; flex-direction: column; gap: 2px; }
 .hit { display: grid; grid-template-columns: 52px minmax(0, 1fr) auto; gap: 12px; align-items: center; padding: 8px 10px;
   border-radius: 10px; cursor: default; border-left: 3px solid transparent; }
@@ -590,7 +704,8 @@ html { overflow-y: scroll; }
   -webkit-box-orient: vertical; overflow: hidden; }
 .snip mark { background: rgba(255, 208, 0, .35); color: inherit; border-radius: 2px; padding: 0 1px; }
 .side { display: flex; flex-direction: column; align-items: flex-end; gap: 3px; min-width: 84px; }
-.score { font: 600 12px/1 ui-monospace, SFMono-Regular, Menlo, monospace; color: var(--body-text-color-subdued); }
+.score { font: 600 12px/1 ui-monospace, SFMono-Regular, Menlo, monospace; color: var(--body-text-color-subdued); white-space: nowrap; }
+.score.rr { font-size: 11px; }
 .kind { font-size: 11px; color: var(--body-text-color-subdued); }
 .acts { display: none; gap: 4px; }
 .hit.sel .acts, .hit:hover .acts { display: flex; }
@@ -648,24 +763,65 @@ def build(service: LauncherService) -> Any:
     def folder_choices() -> list[str]:
         return [ANYWHERE, *[display_path(r) for r in service.roots()]]
 
+    tickets = Tickets()
+
+    # Two steps: the hits as retrieved at once, then (Rerank on) the reranked list replacing them.
     def search(
-        text: str, image: str | None, kind: str, folder: str, when: str, like: dict[str, str] | None
-    ) -> tuple[str, dict[str, str] | None]:
-        return run_search(service, text, image, kind, folder, when, like)
+        text: str,
+        image: str | None,
+        kind: str,
+        folder: str,
+        when: str,
+        like: dict[str, str] | None,
+        rerank: bool,
+        request: gr.Request,
+    ) -> tuple[str, dict[str, str] | None, int]:
+        ticket = tickets.issue(request.session_hash)
+        html_, like_ = run_search(service, text, image, kind, folder, when, like, pending=bool(rerank))
+        return html_, like_, ticket
+
+    def rerank_step(
+        text: str,
+        image: str | None,
+        kind: str,
+        folder: str,
+        when: str,
+        like: dict[str, str] | None,
+        rerank: bool,
+        ticket: int,
+        request: gr.Request,
+    ) -> Any:
+        window = request.session_hash
+        if not rerank or not rerankable(text, image, like) or not tickets.claim(window, ticket):
+            return gr.update()
+        html_, _ = run_search(
+            service,
+            text,
+            image,
+            kind,
+            folder,
+            when,
+            like,
+            rerank=True,
+            still_wanted=lambda: tickets.current(window, ticket),
+        )
+        return html_ if tickets.current(window, ticket) else gr.update()
 
     def on_click(
-        kind: str, folder: str, when: str, evt: gr.EventData
-    ) -> tuple[Any, Any, dict[str, str] | None, str]:
+        kind: str, folder: str, when: str, evt: gr.EventData, request: gr.Request
+    ) -> tuple[Any, Any, dict[str, str] | None, str, int]:
+        ticket = tickets.issue(request.session_hash)
         data = evt._data or {}
         if data.get("like"):
             like = {"piece": str(data["like"]), "name": str(data.get("name") or "")}
             html_, like_ = run_search(service, "", None, kind, folder, when, like)
-            return "", None, like_, html_
+            return "", None, like_, html_, ticket
         html_, _ = run_search(service, "", None, kind, folder, when, None)
-        return gr.update(), gr.update(), None, html_
+        return gr.update(), gr.update(), None, html_, ticket
 
     with gr.Blocks(title=WINDOW_TITLE, analytics_enabled=False, delete_cache=(3600, 3600)) as blocks:
         like = gr.State(None)
+        ticket = gr.State(0)
         with gr.Row(elem_id="bar"):
             q = gr.Textbox(
                 placeholder="Search your files…",
@@ -716,18 +872,34 @@ def build(service: LauncherService) -> Any:
                 scale=1,
                 min_width=150,
             )
+            rerank = gr.Checkbox(
+                value=bool(service.options.rerank),
+                label="Rerank",
+                container=False,
+                elem_id="f-rerank",
+                scale=0,
+                min_width=96,
+            )
         results = gr.HTML(render_welcome(service.status()), elem_id="results", js_on_load=LIKE_JS)
         status = gr.HTML(render_status(service.status()), elem_id="status", js_on_load=None)
         go = gr.Button("search", elem_id="go", visible="hidden")
         timer = gr.Timer(STATUS_EVERY_S)
 
-        inputs = [q, img, kind, folder, when, like]
+        inputs = [q, img, kind, folder, when, like, rerank]
         common: dict[str, Any] = {"show_progress": "hidden", "trigger_mode": "always_last"}
-        go.click(search, inputs, [results, like], **common)
-        q.submit(search, inputs, [results, like], **common)
-        for comp in (img, kind, folder, when):
-            comp.change(search, inputs, [results, like], **common)
-        results.click(on_click, [kind, folder, when], [q, img, like, results], **common)
+        for trigger in (
+            go.click,
+            q.submit,
+            img.change,
+            kind.change,
+            folder.change,
+            when.change,
+            rerank.change,
+        ):
+            trigger(search, inputs, [results, like, ticket], **common).then(
+                rerank_step, [*inputs, ticket], results, show_progress="hidden"
+            )
+        results.click(on_click, [kind, folder, when], [q, img, like, results, ticket], **common)
         timer.tick(lambda: render_status(service.status()), None, status, show_progress="hidden")
         blocks.load(lambda: gr.update(choices=folder_choices()), None, folder, show_progress="hidden")
     return blocks

@@ -17,7 +17,7 @@ import pytest
 
 from launcher.errors import InputError
 from launcher.hotkey import HotkeyListener, parse_combo
-from tests.conftest import MINILM
+from tests.conftest import FIXTURES, MINILM
 from tests.launched import Launched, launch, recorded, xvfb
 from tests.test_index_cli import cli, ok
 
@@ -303,3 +303,144 @@ def test_launch_watch_builds_and_follows_the_index(tmp_path: Path) -> None:
         assert Path(hits[0]["path"]).name == "volcano.txt"
     finally:
         assert launched.stop() == 0
+
+
+# --- reranking through the process: the real tiny GGUF reranker, loaded once, per-request choice ---
+
+RERANKER = FIXTURES / "tiny-reranker" / "tiny-qwen3vl-reranker-f16.gguf"
+NO_RERANK_ENV = {"LAUNCHER_RERANK": "", "LAUNCHER_RERANKER": "", "LAUNCHER_RERANK_TOP": ""}
+
+
+@pytest.fixture(scope="module")
+def rerank_served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Launched, Path]]:
+    """A MiniLM index served with no reranker configured; the tests write `reranker` into config.toml
+    while it runs (the process reads that setting at each reranked search)."""
+    root = tmp_path_factory.mktemp("rerank-served")
+    docs = make_notes(root)
+    (docs / "passport photo.txt").write_text("Passport photos must be 35 by 45 mm.\n", encoding="utf-8")
+    home = root / "home"
+    ok(cli(home, "index", str(docs), "--model", str(MINILM), "--json"))
+    launched = launch(home, "--hotkey", "none", extra_env=NO_RERANK_ENV)
+    yield launched, docs
+    launched.stop()
+
+
+def _set_reranker(home: Path, reranker: Path | None) -> None:
+    config = home / "config.toml"
+    config.unlink(missing_ok=True)
+    if reranker is not None:
+        config.write_text(f"reranker = {json.dumps(str(reranker))}\n", encoding="utf-8")
+
+
+def _search(launched: Launched, **body: Any) -> dict[str, Any]:
+    resp = launched.post("/api/search", {"text": "renew my passport", "min_score": -1, **body})
+    assert resp.status_code == 200, resp.text
+    return dict(resp.json())
+
+
+def _direct_rerank_scores(index_dir: Path, hits: list[dict[str, Any]], top_n: int) -> dict[str, float]:
+    """The tiny reranker run here, in the test process, on what the process showed it."""
+    from launcher.cli import _engine_options
+    from launcher.rerank import load_reranker
+    from launcher.reranking import candidate_for
+    from launcher.searcher import hit_from_json, open_store
+
+    store = open_store(index_dir)
+    head = [hit_from_json(h) for h in hits[:top_n]]
+    with load_reranker(RERANKER, options=_engine_options(2, None, None)) as rr:
+        order = rr.rerank("renew my passport", [candidate_for(store, h, images=False) for h in head])
+    return {head[i].path: score for i, score in order}
+
+
+def test_search_api_reranks_when_asked(rerank_served: tuple[Launched, Path]) -> None:
+    launched, _ = rerank_served
+    _set_reranker(launched.home, RERANKER)
+    plain = _search(launched, rerank=False)
+    assert plain["reranked"] is False and plain["rerank_error"] is None
+    assert all("rerank" not in h["scores"] and "retrieval" not in h["scores"] for h in plain["hits"])
+    assert _search(launched) == plain  # no "rerank": the process's setting, off here
+
+    answer = _search(launched, rerank=True, rerank_top=3)
+    assert answer["reranked"] is True and answer["rerank_error"] is None
+    hits, top = answer["hits"], answer["hits"][:3]
+    assert len(hits) == len(plain["hits"]) >= 4
+    # The reranker judged the three best retrieved files and only those; each keeps both scores.
+    assert {h["path"] for h in top} == {h["path"] for h in plain["hits"][:3]}
+    assert [h["path"] for h in hits[3:]] == [h["path"] for h in plain["hits"][3:]]
+    retrieval = {h["path"]: h["score"] for h in plain["hits"]}
+    for h in top:
+        assert h["score"] == h["scores"]["rerank"]
+        assert h["scores"]["retrieval"] == pytest.approx(retrieval[h["path"]], abs=1e-6)
+    assert all("rerank" not in h["scores"] and "retrieval" in h["scores"] for h in hits[3:])
+    # The order is the reranker's: its scores, best first, equal to running it here.
+    rerank = [h["scores"]["rerank"] for h in top]
+    assert rerank == sorted(rerank, reverse=True)
+    direct = _direct_rerank_scores(launched.home / "index", plain["hits"], 3)
+    assert {h["path"]: h["scores"]["rerank"] for h in top} == pytest.approx(direct, abs=1e-4)
+
+    # Loaded once, kept: later reranked searches reuse it.
+    loads = launched.get("/api/status").json()["reranker"]["loads"]
+    assert _search(launched, rerank=True, rerank_top=3) == answer
+    st = launched.get("/api/status").json()["reranker"]
+    assert st["loads"] == loads and st["loaded"] == str(RERANKER) and st["error"] is None
+    assert st["default"] is False and st["top"] == 10
+
+
+def test_search_api_without_a_reranker_still_answers(rerank_served: tuple[Launched, Path]) -> None:
+    launched, docs = rerank_served
+    _set_reranker(launched.home, None)
+    plain = _search(launched, rerank=False)
+    answer = _search(launched, rerank=True)
+    assert answer["reranked"] is False and answer["hits"] == plain["hits"]
+    assert answer["rerank_error"] == (
+        "no reranker model: run `launcher models pull qwen3-vl-reranker-2b` "
+        "(or give a reranker .gguf file or a Hugging Face folder)"
+    )
+    _set_reranker(launched.home, docs / "missing.gguf")
+    answer = _search(launched, rerank=True)
+    assert answer["reranked"] is False and answer["hits"] == plain["hits"]
+    assert answer["rerank_error"].startswith(f"no reranker model at {docs / 'missing.gguf'}: run `launcher")
+    # A present but broken file: one line naming it, search unharmed, and a good model afterwards works.
+    broken = docs.parent / "broken-reranker.gguf"
+    broken.write_bytes(b"GGUF\x03\x00\x00\x00" + bytes(64))
+    _set_reranker(launched.home, broken)
+    answer = _search(launched, rerank=True)
+    assert answer["reranked"] is False and answer["hits"] == plain["hits"]
+    assert "broken-reranker.gguf" in answer["rerank_error"] and "\n" not in answer["rerank_error"]
+    assert launched.get("/api/status").json()["reranker"]["error"] == answer["rerank_error"]
+    _set_reranker(launched.home, RERANKER)
+    assert _search(launched, rerank=True)["reranked"] is True
+    # A bad request is an error like any other.
+    resp = launched.post("/api/search", {"text": "passport", "rerank_top": 0})
+    assert resp.status_code == 400
+    assert resp.json() == {"error": "rerank_top: 0 is not a whole number from 1 to 200", "exit_code": 2}
+
+
+def test_cli_rerank_goes_through_the_process(rerank_served: tuple[Launched, Path], tmp_path: Path) -> None:
+    """`launcher search --rerank` has the process rerank when it uses the reranker the CLI would use."""
+    launched, _ = rerank_served
+    _set_reranker(launched.home, RERANKER)
+    args = ("search", "renew my passport", "--min-score", "-1", "--rerank", "--rerank-top", "3", "--json")
+
+    def counts() -> tuple[int, int, int]:
+        st = launched.get("/api/status").json()
+        return st["searches"], st["reranker"]["reranks"], st["reranker"]["loads"]
+
+    searches, reranks, loads = counts()
+    out = json.loads(ok(cli(launched.home, *args)).stdout)
+    assert counts() == (searches + 1, reranks + 1, loads)  # retrieved and reranked there
+    api = _search(launched, rerank=True, rerank_top=3)["hits"]
+    assert out == [{k: v for k, v in h.items() if k != "piece_id"} for h in api]
+    # Another reranker file: the process only retrieves, the CLI reranks with its own choice.
+    other = tmp_path / "my-reranker.gguf"
+    shutil.copy(RERANKER, other)
+    searches, reranks, loads = counts()
+    mine = json.loads(ok(cli(launched.home, *args, "--reranker", str(other))).stdout)
+    assert counts() == (searches + 1, reranks, loads)
+    assert [h["path"] for h in mine] == [h["path"] for h in out]
+    assert [h["scores"]["rerank"] for h in mine[:3]] == pytest.approx(
+        [h["scores"]["rerank"] for h in out[:3]]
+    )
+    # Without --rerank: the hits as retrieved.
+    plain = json.loads(ok(cli(launched.home, *args[:4], "--json")).stdout)
+    assert all("rerank" not in h["scores"] for h in plain)

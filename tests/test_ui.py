@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from demo_launcher import make_sample
-from tests.conftest import MINILM, TINY_F16, TINY_MMPROJ
+from launcher import models
+from tests.conftest import FIXTURES, MINILM, TINY_F16, TINY_MMPROJ
 from tests.launched import (
     CHROMIUM_ARGS,
     SCREENSHOTS,
@@ -36,6 +37,10 @@ IMG_NAME = "<img src=x onerror=alert(1)>.txt"
 SVG_NAME = "<svg onload=window.pwned=1>.md"
 SCRIPT_DIR = '"><script>window.pwned=1<'  # a file name cannot hold "/": the folder carries the tag
 SCRIPT_NAME = "script>.md"
+# The servers start with no reranker unless a test gives one (not from the developer's own settings).
+NO_RERANK_ENV = {"LAUNCHER_RERANK": "", "LAUNCHER_RERANKER": "", "LAUNCHER_RERANK_TOP": ""}
+RERANKER = FIXTURES / "tiny-reranker" / "tiny-qwen3vl-reranker-f16.gguf"
+RERANKER_MMPROJ = FIXTURES / "tiny-reranker" / "mmproj-tiny-qwen3vl-reranker-f16.gguf"
 
 
 def sample_tree(root: Path) -> Path:
@@ -68,7 +73,7 @@ def _serve(root: Path, *index_args: str) -> tuple[Launched, Path]:
     home = root / "home"
     ok(cli(home, "index", str(docs), *index_args, "--json"))
     # HOME=root: paths show as ~/Documents/..., the same on every machine (screenshots).
-    return launch(home, "--hotkey", "none", extra_env={"HOME": str(root)}), docs
+    return launch(home, "--hotkey", "none", extra_env={"HOME": str(root), **NO_RERANK_ENV}), docs
 
 
 @pytest.fixture(scope="module")
@@ -140,6 +145,20 @@ class Window:
 
     def names(self) -> list[str]:
         return [str(n) for n in self.page.locator("#results .hit .fname").all_inner_texts()]
+
+    def scores(self) -> list[str]:
+        return [str(s) for s in self.page.locator("#results .hit .score").all_inner_texts()]
+
+    def rerank_state(self) -> str:
+        """What the result list says about reranking: off, pending, done or failed."""
+        return str(self.page.evaluate("() => document.querySelector('#results .results')?.dataset.rerank"))
+
+    def settled(self) -> list[str]:
+        """The names once reranking (if any) has finished: the second rendering replaces the first."""
+        self.page.wait_for_function(
+            "() => document.querySelector('#results .results')?.dataset.rerank !== 'pending'"
+        )
+        return self.names()
 
     def shoot(self, name: str) -> None:
         if screenshots_wanted():
@@ -323,6 +342,124 @@ def test_expired_cookie_gets_a_clear_page(browser: Any, text_server: tuple[Launc
     resp = page.goto(launched.url + "/")
     assert resp.status == 401 and "launcher toggle" in page.inner_text("body")
     context.close()
+
+
+# --- the Rerank switch: the real tiny GGUF reranker in the process, or none at all ---
+
+
+def test_rerank_without_a_model_says_how_to_get_one(window: Window) -> None:
+    page = window.page
+    switch = page.locator("#f-rerank input")
+    assert not switch.is_checked()  # the `rerank` setting is off on this server
+    names = window.search("plans for the trip to Portugal")
+    scores = window.scores()
+    assert window.rerank_state() == "off" and not any("rerank" in s for s in scores)
+    window.names_after(switch.click)
+    assert window.settled() == names  # the hits are still there, as retrieved
+    assert window.rerank_state() == "failed" and window.scores() == scores
+    assert page.locator("#results .note").inner_text() == (
+        "Not reranked: no reranker model: run launcher models pull qwen3-vl-reranker-2b "
+        "(or give a reranker .gguf file or a Hugging Face folder)"
+    )
+    assert page.locator("#results .note code").inner_text() == "launcher models pull qwen3-vl-reranker-2b"
+    window.shoot("rerank-no-model.png")
+    # The switch stays on for the next query; Alt+R turns it off, and the note goes with it.
+    window.search("how do I renew my passport")
+    window.settled()
+    assert "no reranker model" in page.locator("#results .note").inner_text()
+    window.names_after(lambda: window.query.press("Alt+r"))
+    assert not switch.is_checked() and window.rerank_state() == "off"
+    assert page.locator("#results .note").count() == 0
+
+
+@pytest.fixture(scope="module")
+def rerank_server(text_server: tuple[Launched, Path]) -> Iterator[tuple[Launched, Path]]:
+    """A second process on the text server's index with the `rerank` setting on, `rerank_top` 2, and
+    the tiny reranker where `launcher models pull qwen3-vl-reranker-2b` puts the real one (no
+    `reranker` setting)."""
+    text, docs = text_server
+    home = text.home.parent / "home-rerank"
+    entry = models.entry("qwen3-vl-reranker-2b")
+    assert entry is not None and entry.mmproj is not None
+    pulled = home / "models" / entry.name
+    pulled.mkdir(parents=True)
+    shutil.copy(RERANKER, pulled / entry.file)
+    shutil.copy(RERANKER_MMPROJ, pulled / entry.mmproj)
+    env = {
+        "HOME": str(text.home.parent),
+        "LAUNCHER_RERANKER": "",
+        "LAUNCHER_RERANK": "1",
+        "LAUNCHER_RERANK_TOP": "2",
+    }
+    launched = launch(home, "--hotkey", "none", "--index-dir", str(text.home / "index"), extra_env=env)
+    yield launched, docs
+    launched.stop()
+
+
+@pytest.fixture
+def rerank_window(browser: Any, rerank_server: tuple[Launched, Path]) -> Iterator[Window]:
+    launched, _ = rerank_server
+    yield from _window(browser, launched)
+
+
+def test_rerank_switch_shows_both_scores_in_the_rerankers_order(
+    rerank_window: Window, rerank_server: tuple[Launched, Path]
+) -> None:
+    from launcher.cli import _engine_options
+    from launcher.rerank import load_reranker
+    from launcher.reranking import rerank_hits
+    from launcher.searcher import hit_from_json, open_store
+    from launcher.ui import TOP_K
+
+    launched, _ = rerank_server
+    window, page = rerank_window, rerank_window.page
+    assert page.locator("#f-rerank input").is_checked()  # LAUNCHER_RERANK=1 on this server
+    text = "plans for the trip to Portugal"
+    window.search(text)
+    names = window.settled()
+    assert window.rerank_state() == "done" and page.locator("#results .chip.rr").inner_text() == "Reranked"
+    window.shoot("rerank.png")
+    # What the window shows is the process's reranked list, with both scores on each judged hit.
+    answer = launched.post("/api/search", {"text": text, "top_k": TOP_K, "rerank": True}).json()
+    assert answer["reranked"] is True and answer["rerank_error"] is None
+    hits, top = answer["hits"], launched.get("/api/status").json()["reranker"]["top"]
+    assert top == 2  # LAUNCHER_RERANK_TOP
+    assert len(hits) > top and names == [Path(h["path"]).name for h in hits]
+    assert window.scores() == [
+        f"rerank {h['scores']['rerank']:.2f} · retrieval {h['scores']['retrieval']:.2f}" for h in hits[:top]
+    ] + [f"retrieval {h['scores']['retrieval']:.2f}" for h in hits[top:]]
+    # And that list is the reranker's order: the same reranker files run here on the retrieved hits.
+    plain = launched.post("/api/search", {"text": text, "top_k": TOP_K, "rerank": False}).json()["hits"]
+    entry = models.entry("qwen3-vl-reranker-2b")
+    assert entry is not None and entry.mmproj is not None
+    pulled = launched.home / "models" / entry.name
+    with load_reranker(
+        pulled / entry.file, pulled / entry.mmproj, options=_engine_options(2, None, None)
+    ) as rr:
+        store = open_store(launched.home.parent / "home" / "index")
+        direct = rerank_hits(store, rr, text, None, [hit_from_json(h) for h in plain], top_n=top)
+    assert [h.path for h in direct] == [h["path"] for h in hits]
+    assert [h.scores["rerank"] for h in direct[:top]] == pytest.approx(
+        [h["scores"]["rerank"] for h in hits[:top]], abs=1e-4
+    )
+    # Switched off (Alt+R), the window shows the hits as retrieved with their plain score.
+    assert window.names_after(lambda: window.query.press("Alt+r")) == [Path(h["path"]).name for h in plain]
+    assert window.rerank_state() == "off" and window.scores() == [f"{h['score']:.2f}" for h in plain]
+    assert launched.get("/api/status").json()["reranker"]["loads"] == 1  # loaded once, kept
+
+
+def test_a_newer_search_makes_an_older_rerank_stale() -> None:
+    """The window's tickets: only the newest search of a window is reranked and shown, and only once."""
+    from launcher.ui import Tickets
+
+    tickets = Tickets()
+    first = tickets.issue("w1")
+    other = tickets.issue("w2")
+    assert tickets.current("w1", first) and tickets.claim("w1", first)
+    assert not tickets.claim("w1", first)  # a second step for the same search does nothing
+    second = tickets.issue("w1")
+    assert not tickets.current("w1", first) and not tickets.claim("w1", first)
+    assert tickets.claim("w1", second) and tickets.current("w2", other)  # windows are independent
 
 
 # --- image search with the tiny Qwen3-VL model (random weights: a picture finds its own copies) ---

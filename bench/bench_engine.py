@@ -722,6 +722,8 @@ def memory_child(
     """Run in a fresh process: load, embed texts then images, report ru_maxrss after each stage."""
     stages: dict[str, int] = {"imports": peak_rss_bytes()}
     kw: dict[str, Any] = {"n_ctx": n_ctx, "n_batch": n_batch}
+    if os.environ.get("LAUNCHER_BENCH_FLASH_ATTN") == "1":  # set by --flash-attn
+        kw["flash_attn"] = True
     if n_threads is not None:
         kw["n_threads"] = n_threads
     with LlamaLogTap() as tap:
@@ -858,6 +860,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--out", type=Path, default=RESULTS, help="results folder (default: %(default)s)")
     p.add_argument(
+        "--flash-attn", action="store_true", help="memory section: the engine's flash_attn option on"
+    )
+    p.add_argument(
         "--child-memory", nargs=4, metavar=("MODEL", "MMPROJ", "N_CTX", "N_BATCH"), help=argparse.SUPPRESS
     )
     return p.parse_args(argv)
@@ -866,6 +871,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the chosen sections, print their tables, write the JSON."""
     args = parse_args(argv)
+    if args.flash_attn:
+        os.environ["LAUNCHER_BENCH_FLASH_ATTN"] = "1"  # read by the memory children
     if args.child_memory:
         model, mmproj, n_ctx, n_batch = args.child_memory
         result = memory_child(

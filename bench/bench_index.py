@@ -105,7 +105,23 @@ def bench_pipeline(model: Path, mmproj: Path | None, runs: int, n_text: int, n_i
             print(f"  run {r + 1}: total {total:.2f}s, inside the model {emb.seconds:.2f}s", flush=True)
     total = statistics.median(x["total_s"] for x in rows)
     embed = statistics.median(x["embed_s"] for x in rows)
-    return {"runs": rows, "total_s": total, "embed_s": embed, "overhead": total / embed - 1}
+    files = model.stat().st_size + (mmproj.stat().st_size if mmproj else 0)
+    return {
+        "runs": rows,
+        "total_s": total,
+        "embed_s": embed,
+        "overhead": total / embed - 1,
+        "peak_rss_mb": peak_rss_mb(),
+        "model_files_mb": files / 2**20,
+    }
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (Linux VmHWM), MB: the whole benchmark, an upper bound."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def make_tree(root: Path, n: int) -> None:
@@ -139,13 +155,16 @@ def bench_rescan(n: int, runs: int, model: Path) -> dict[str, Any]:
                 report = Indexer(index_dir, emb, IndexOptions(embed=False)).run([tree])
                 rescans.append(time.perf_counter() - t)
                 assert report.unchanged == n and report.new == 0
-    f, r = statistics.median(finds), statistics.median(rescans)
+    f, fs, r = statistics.median(finds), statistics.median(finds_stat), statistics.median(rescans)
     return {
         "files": n,
         "find_s": f,
+        "find_stat_s": fs,
         "rescan_s": r,
         "ratio": r / f,
+        "ratio_vs_find_stat": r / fs,
         "find_runs": finds,
+        "find_stat_runs": finds_stat,
         "rescan_runs": rescans,
     }
 
@@ -163,7 +182,8 @@ def main() -> None:
         type=Path,
         default=candidates[0] if candidates else ROOT / "models" / "all-MiniLM-L6-v2-Q8_0.gguf",
     )
-    ap.add_argument("--mmproj", type=Path, default=None)
+    mmprojs = sorted((ROOT / "bench" / "models").glob("mmproj-*2b*f16.gguf")) if candidates else []
+    ap.add_argument("--mmproj", type=Path, default=mmprojs[0] if mmprojs else None)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--texts", type=int, default=40)
     ap.add_argument("--images", type=int, default=6)
@@ -182,13 +202,21 @@ def main() -> None:
         )
         p = bench_pipeline(args.model, args.mmproj, args.runs, args.texts, args.images)
         out["pipeline"] = p
-        print("\n| total (s) | inside the model (s) | pipeline overhead |\n|---|---|---|")
-        print(f"| {p['total_s']:.2f} | {p['embed_s']:.2f} | {100 * p['overhead']:.1f}% |\n")
+        print(
+            "\n| total (s) | inside the model (s) | pipeline overhead | peak RSS (MB) | model + mmproj files (MB) |"
+            "\n|---|---|---|---|---|"
+        )
+        print(
+            f"| {p['total_s']:.2f} | {p['embed_s']:.2f} | {100 * p['overhead']:.1f}% "
+            f"| {p['peak_rss_mb']:.0f} | {p['model_files_mb']:.0f} |\n"
+        )
     if not args.skip_rescan:
         print(f"rescan of an unchanged tree of {args.files} files")
         r = bench_rescan(args.files, args.runs, ROOT / "models" / "all-MiniLM-L6-v2-Q8_0.gguf")
         out["rescan"] = r
-        print("\n| files | find (s) | find -printf size+mtime (s) | launcher index, unchanged (s) | ratio vs find | vs find -printf |")
+        print(
+            "\n| files | find (s) | find -printf size+mtime (s) | launcher index, unchanged (s) | ratio vs find | vs find -printf |"
+        )
         print("|---|---|---|---|---|---|")
         print(
             f"| {r['files']} | {r['find_s']:.3f} | {r['find_stat_s']:.3f} | {r['rescan_s']:.3f} "

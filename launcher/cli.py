@@ -87,12 +87,17 @@ def _engine_options(threads: int | None, gpu_layers: int | None, ctx: int | None
     from launcher.engine.imageprep import FACTOR
     from launcher.engine.llama import LlamaOptions
 
+    n_gpu_layers = config.resolve("gpu_layers", gpu_layers)
+    image_tokens = config.resolve("image_max_tokens")
+    if image_tokens is None:  # chosen from bench_engine.py's image timings; see config.py
+        image_tokens = config.IMAGE_TOKENS_GPU if n_gpu_layers else config.IMAGE_TOKENS_CPU
     return LlamaOptions(
         n_ctx=config.resolve("ctx", ctx),
         n_batch=config.resolve("batch"),
         n_threads=config.resolve("threads", threads),
-        n_gpu_layers=config.resolve("gpu_layers", gpu_layers),
-        image_max_pixels=config.resolve("image_max_tokens") * FACTOR * FACTOR,
+        n_gpu_layers=n_gpu_layers,
+        image_max_pixels=image_tokens * FACTOR * FACTOR,
+        flash_attn=config.resolve("flash_attn"),
     )
 
 
@@ -181,7 +186,11 @@ def index(
     dims: DimsOpt = None,
     storage: Annotated[
         str | None,
-        typer.Option("--storage", help="Vector storage: float16 (default) or int8. (env LAUNCHER_STORAGE)"),
+        typer.Option(
+            "--storage",
+            help="Vector storage of a new index: int8 (default), float16 or float32; "
+            "an existing index keeps its own unless this is given. (env LAUNCHER_STORAGE)",
+        ),
     ] = None,
     max_file_mb: Annotated[
         int, typer.Option("--max-file-mb", min=1, help="Skip files larger than this (MB).")
@@ -217,7 +226,7 @@ def index(
         mmproj=config.resolve("mmproj", str(mmproj) if mmproj else None),
         excludes=list(exclude or []),
         dims=config.resolve("dims", dims),
-        storage=config.resolve("storage", storage),
+        storage=config.explicit("storage", storage),
         max_file_mb=max_file_mb,
         max_image_mp=max_image_mp,
         include_hidden=include_hidden,
@@ -246,7 +255,7 @@ def watch(
         str | None,
         typer.Option(
             "--storage",
-            help="Vector storage of a new index: float16 (default) or int8; an existing index keeps its own. "
+            help="Vector storage of a new index: int8 (default), float16 or float32; an existing index keeps its own. "
             "(env LAUNCHER_STORAGE)",
         ),
     ] = None,

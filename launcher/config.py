@@ -72,6 +72,22 @@ def rerank_count(value: Any) -> int:
     return n
 
 
+# Visual tokens per image when `image_max_tokens` is unset. bench_engine.py, shape-true 2B Q4_K_M
+# on 2 CPU threads: 64 / 256 / 1024 tokens take ~2.4 / 8.6 / 51 s per image (the vision encoder
+# grows faster than linearly); the model's report shows diminishing returns past a few hundred.
+# With GPU offload the official cap (1800, ~1.8 megapixels) is kept.
+IMAGE_TOKENS_CPU = 256
+IMAGE_TOKENS_GPU = 1800
+
+
+def probe_count(value: Any) -> int:
+    """Partition lists searched per query: 0 (exact search) or a positive whole number."""
+    n = int(value)
+    if n < 0:
+        raise ValueError(value)
+    return n
+
+
 @dataclass(frozen=True)
 class Setting:
     """One setting: its environment variable, config-file key, default and type."""
@@ -92,16 +108,24 @@ SETTINGS: dict[str, Setting] = {
     "gpu_layers": Setting("LAUNCHER_GPU_LAYERS", "gpu_layers", 0, int),
     "ctx": Setting("LAUNCHER_CTX", "ctx", 4096, int),
     "batch": Setting("LAUNCHER_BATCH", "batch", 1024, int),
-    "image_max_tokens": Setting("LAUNCHER_IMAGE_MAX_TOKENS", "image_max_tokens", 1800, int),
+    "flash_attn": Setting("LAUNCHER_FLASH_ATTN", "flash_attn", False, boolean),
+    "image_max_tokens": Setting("LAUNCHER_IMAGE_MAX_TOKENS", "image_max_tokens", None, int),
     "query_instruction": Setting("LAUNCHER_QUERY_INSTRUCTION", "query_instruction", None, str),
     "document_instruction": Setting("LAUNCHER_DOCUMENT_INSTRUCTION", "document_instruction", None, str),
-    "storage": Setting("LAUNCHER_STORAGE", "storage", "float16", str),
+    "storage": Setting("LAUNCHER_STORAGE", "storage", "int8", str),
     "rerank": Setting("LAUNCHER_RERANK", "rerank", False, boolean),
     "reranker": Setting("LAUNCHER_RERANKER", "reranker", None, str),
     "rerank_top": Setting(
         "LAUNCHER_RERANK_TOP", "rerank_top", 10, rerank_count, f"a whole number from 1 to {RERANK_TOP_MAX}"
     ),
     "min_score": Setting("LAUNCHER_MIN_SCORE", "min_score", None, float),
+    "search_probe": Setting(
+        "LAUNCHER_SEARCH_PROBE",
+        "search_probe",
+        None,
+        probe_count,
+        "0 (exact search) or a positive whole number",
+    ),
     # The resident process (`launcher launch`) and the desktop commands it runs.
     "host": Setting("LAUNCHER_HOST", "host", "127.0.0.1", str),
     "port": Setting("LAUNCHER_PORT", "port", 0, int),
@@ -130,6 +154,12 @@ def _load_file() -> dict[str, Any]:
 
 def resolve(name: str, flag: Any = None) -> Any:
     """The value of setting `name`: the flag if given, else env, else config file, else default."""
+    value = explicit(name, flag)
+    return SETTINGS[name].default if value is None else value
+
+
+def explicit(name: str, flag: Any = None) -> Any:
+    """The value of setting `name` when the person chose one (flag, env or config file), else None."""
     setting = SETTINGS[name]
     if flag is not None:
         return flag
@@ -139,7 +169,7 @@ def resolve(name: str, flag: Any = None) -> Any:
         raw = _load_file().get(setting.key)
         source = f"{config_file()} key {setting.key!r}"
     if raw is None:
-        return setting.default
+        return None
     try:
         return setting.type(raw)
     except (TypeError, ValueError):

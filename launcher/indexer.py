@@ -49,7 +49,7 @@ class IndexOptions:
     include_hidden: bool = False
     follow_symlinks: bool = False
     dims: int | None = None
-    storage: str = "float16"
+    storage: str = "int8"
     instruction: str = DOCUMENT_INSTRUCTION
     extract: ExtractSettings = field(default_factory=ExtractSettings)
     embed: bool = True  # False: read pass only (names and text searchable, vectors later)

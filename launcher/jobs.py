@@ -35,7 +35,7 @@ def run_index(
     mmproj: str | None,
     excludes: list[str],
     dims: int | None,
-    storage: str,
+    storage: str | None,
     max_file_mb: int,
     max_image_mp: int,
     include_hidden: bool,
@@ -44,10 +44,14 @@ def run_index(
     engine_options: Any,
     as_json: bool,
 ) -> IndexReport:
-    """`launcher index`: check the paths, load the model, run the job with progress, print a summary."""
+    """`launcher index`: check the paths, load the model, run the job with progress, print a summary.
+    `storage` None: the existing index's own (a changed default never rebuilds an index), else the
+    default."""
     for p in paths:
         if not Path(p).expanduser().exists():
             raise LauncherError(f"no such file or folder: {p}")
+    if storage is None:
+        storage = Store.stored_dtype(index_dir) or str(config.resolve("storage"))
     if storage not in ("float16", "int8", "float32"):
         raise LauncherError(f"--storage must be float16, int8 or float32, not {storage!r}")
     resolved = models.resolve_model(model, mmproj)

@@ -78,8 +78,13 @@ class Searcher:
         engine_options: Any = None,
         query_instruction: str | None = None,
         embedder: Embedder | None = None,
+        probe: int | None = None,
     ):
+        from launcher import config
+
         self.index_dir = Path(index_dir)
+        # Partition lists searched per query (search.DEFAULT_PROBE when unset; 0: exact).
+        self.probe = probe if probe is not None else config.resolve("search_probe")
         self.store = open_store(self.index_dir)
         self.warm_in_background()
         self._model_arg = model
@@ -169,6 +174,7 @@ class Searcher:
             modified_after=query.after,
             modified_before=query.before,
             min_score=query.min_score,
+            probe=self.probe,
         )
 
     def _more_like(self, query: Query) -> list[Hit]:
@@ -199,6 +205,7 @@ class Searcher:
             modified_after=query.after,
             modified_before=query.before,
             min_score=query.min_score,
+            probe=self.probe,
         )
         return [h for h in hits if h.file_id != piece.file_id][: query.top_k]
 

@@ -310,6 +310,13 @@ class Store:
         return (Path(index_dir) / MANIFEST).is_file()
 
     @staticmethod
+    def stored_dtype(index_dir: str | os.PathLike[str]) -> str | None:
+        """The storage type of the index in this directory (manifest only), None when there is none."""
+        if not Store.exists(index_dir):
+            return None
+        return str(_read_manifest(Path(index_dir))["dtype"])
+
+    @staticmethod
     def open(index_dir: str | os.PathLike[str]) -> Store:
         """The latest committed snapshot."""
         return Store._load(Path(index_dir), None)

@@ -363,3 +363,42 @@ def test_errors_are_one_line(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "--after" in proc.stderr
     proc = cli(home, "index", str(tmp_path), "--dims", "0")
     assert proc.returncode == 2 and "--dims" in proc.stderr
+
+
+def test_storage_default_is_int8_and_an_existing_index_keeps_its_own(tmp_path: Path) -> None:
+    """A new index is int8 (the default); an index built as float16 stays float16 when re-indexed
+    without --storage (a changed default never rebuilds anyone's index); an explicit --storage
+    that differs rebuilds it, and says so."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "note.txt").write_text("The quarterly budget meeting moved to Thursday.\n", encoding="utf-8")
+    home_a, home_b = tmp_path / "a", tmp_path / "b"
+    index_json(home_a, str(docs), "--model", str(MINILM))
+    assert Store.open(home_a / "index").dtype == "int8"
+
+    index_json(home_b, str(docs), "--model", str(MINILM), "--storage", "float16")
+    again = index_json(home_b, str(docs), "--model", str(MINILM))
+    assert Store.open(home_b / "index").dtype == "float16"
+    assert again["unchanged"] == 1 and not again.get("reset_reason")
+    proc = ok(cli(home_b, "index", str(docs), "--model", str(MINILM), "--storage", "int8"))
+    assert Store.open(home_b / "index").dtype == "int8"
+    assert "rebuilt from scratch" in proc.stderr
+    assert search_json(home_b, "budget meeting")[0]["path"].endswith("note.txt")
+
+
+def test_search_probe_setting_is_checked(tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "note.txt").write_text("Thursday budget meeting.\n", encoding="utf-8")
+    index_json(tmp_path, str(docs), "--model", str(MINILM))
+    env_home = tmp_path
+    os.environ["LAUNCHER_SEARCH_PROBE"] = "-3"
+    try:
+        proc = cli(env_home, "search", "budget")
+    finally:
+        del os.environ["LAUNCHER_SEARCH_PROBE"]
+    assert proc.returncode != 0
+    assert "LAUNCHER_SEARCH_PROBE" in proc.stderr and "0 (exact search) or a positive whole number" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    exact = search_json(tmp_path, "budget meeting")  # a tiny index is never partitioned: same answer
+    assert exact[0]["path"].endswith("note.txt")

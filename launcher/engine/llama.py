@@ -162,6 +162,10 @@ class LlamaOptions:
     # Last-token models: read the final norm of the last token only, instead of letting embedding
     # mode run the 151,936-wide output layer on every token. Same vector, ~20% faster on a 2B model.
     last_token_capture: bool = True
+    # llama.cpp's CPU flash-attention kernel: far smaller compute buffers (no n_batch x n_ctx score
+    # matrix per head), at a small drift on long inputs (worst cosine 0.99976 on an 1800-token image
+    # against 0.9999972 without it; see ENGINE_NOTES and tests/test_engine.py).
+    flash_attn: bool = False
 
 
 def default_threads() -> int:
@@ -256,8 +260,10 @@ class LlamaEmbedder(Embedder):
         cparams.n_threads_batch = self.n_threads
         cparams.kv_unified = True  # n_ctx is shared by the sequences of one decode
         # The CPU flash-attention kernel drifts on long inputs (cosine 0.99976 against the reference
-        # for an 1800-token image, 0.9999998 without it); exact vectors matter more here.
-        cparams.flash_attn_type = lc.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        # for an 1800-token image, 0.9999998 without it), but needs far less memory: an option.
+        cparams.flash_attn_type = (
+            lc.LLAMA_FLASH_ATTN_TYPE_ENABLED if opts.flash_attn else lc.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        )
         self.dims = int(lc.llama_model_n_embd_out(self._model))
         self._capture: _NormCapture | None = None
         if self.chat_format and opts.last_token_capture:

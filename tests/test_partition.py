@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from launcher import partition
+from launcher import search as search_module
 from launcher.records import FileRecord, Piece
 from launcher.search import search
 from launcher.store import Store
@@ -26,6 +27,7 @@ IDENTITY = {"model": "synthetic"}
 def small_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(partition, "PARTITION_MIN_VALUES", 2000 * DIMS)  # partition past 2000 rows
     monkeypatch.setattr(partition, "MIN_LISTS", 16)
+    monkeypatch.setattr(search_module, "PROBE_MIN_ROWS", 100)  # so small probes stay partial here
 
 
 def clustered(n: int, seed: int, centres: np.ndarray) -> np.ndarray:
@@ -210,3 +212,26 @@ def test_kmeans_lists_do_not_mix_separated_clusters() -> None:
     assert len(cent) >= 32 and len(np.unique(got)) == len(cent)
     for li in range(len(cent)):
         assert len(np.unique(labels[got == li])) == 1
+
+
+def test_probe_widens_to_min_rows() -> None:
+    cent = centres(8)
+    q = cent[3]
+    sizes = np.array([10, 10, 10, 5, 10, 10, 10, 10])
+    assert partition.probe(cent, q, 1).sum() == 1 and partition.probe(cent, q, 1)[3]
+    wide = partition.probe(cent, q, 1, sizes, min_rows=22)
+    order = np.argsort(-(cent @ q))
+    assert wide.sum() == 3 and wide[order[:3]].all()  # 5 + 10 + 10 >= 22
+    assert partition.probe(cent, q, 1, sizes, min_rows=10_000).all()
+
+
+def test_partial_probe_really_skips_rows(tmp_path: Path) -> None:
+    """The probed search reads fewer rows than exist (the path the other tests rely on)."""
+    add_files(tmp_path / "ix", 0, 1000)
+    store = Store.open(tmp_path / "ix")
+    q = clustered(1, 13, centres())[0]
+    cols = store.file_columns()
+    allowed = np.ones(len(cols) + 1, dtype=bool)
+    allowed[-1] = False
+    scored = search_module._row_scores(store, q.astype(np.float32), allowed, 2)
+    assert scored.rows is not None and 0 < len(scored.rows) < 4000 // 4

@@ -398,7 +398,10 @@ def test_search_probe_setting_is_checked(tmp_path: Path) -> None:
     finally:
         del os.environ["LAUNCHER_SEARCH_PROBE"]
     assert proc.returncode != 0
-    assert "LAUNCHER_SEARCH_PROBE" in proc.stderr and "0 (exact search) or a positive whole number" in proc.stderr
+    assert (
+        "LAUNCHER_SEARCH_PROBE" in proc.stderr
+        and "0 (exact search) or a positive whole number" in proc.stderr
+    )
     assert len(proc.stderr.strip().splitlines()) == 1
     exact = search_json(tmp_path, "budget meeting")  # a tiny index is never partitioned: same answer
     assert exact[0]["path"].endswith("note.txt")

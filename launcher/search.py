@@ -284,13 +284,7 @@ def cosine_scores(store: Store, q: F32, threads: int = THREADS) -> F32:
         buf = None if src.dtype == np.float32 else np.empty((min(rows, len(src)), src.shape[1]), np.float32)
         for a in range(0, len(src), rows):
             chunk = src[a : a + rows]
-            if buf is None:
-                block = chunk
-            elif chunk.dtype == np.float16:
-                block = _half_to_float(chunk, buf[: len(chunk)])
-            else:
-                block = buf[: len(chunk)]
-                np.copyto(block, chunk, casting="unsafe")
+            block = chunk if buf is None else _as_float32(chunk, buf[: len(chunk)])
             np.matmul(block, q, out=dst[a : a + len(chunk)])
 
     if threads > 1 and len(jobs) > 1:
@@ -304,6 +298,14 @@ def cosine_scores(store: Store, q: F32, threads: int = THREADS) -> F32:
             out[pos : pos + len(b.vectors)] *= b.scales
         pos += len(b.vectors)
     return out
+
+
+def _as_float32(chunk: npt.NDArray[Any], dst: F32) -> F32:
+    """Stored float16 or int8 rows decoded into dst (same shape); float32 rows copied."""
+    if chunk.dtype == np.float16:
+        return _half_to_float(chunk, dst)
+    np.copyto(dst, chunk, casting="unsafe")
+    return dst
 
 
 _HALF_MASK = np.int32(0x8FFFFFFF - (1 << 32))  # sign bit + exponent/mantissa bits of a float32
@@ -344,11 +346,9 @@ def _row_scores(store: Store, q: F32, allowed: Mask, probe: int) -> _Scored:
         n_ok = len(ords) if ok is None else int(np.count_nonzero(ok))
         count = -(-probe * len(ords) // max(1, n_ok))  # a filter keeping 1/k of the rows probes k x
         if n_ok * store.dims > partition.PARTITION_MIN_VALUES and count < len(centroids):
-            lists = _row_lists(store)
-            if "list_sizes" not in store.cache:
-                store.cache["list_sizes"] = np.bincount(lists, minlength=len(centroids))
+            lists, sizes = _row_lists(store)
             min_rows = PROBE_MIN_ROWS * len(ords) // max(1, n_ok)
-            probed = partition.probe(centroids, q, count, store.cache["list_sizes"], min_rows)[lists]
+            probed = partition.probe(centroids, q, count, sizes, min_rows)[lists]
             ok = probed if ok is None else ok & probed
         # else: few enough allowed rows (or a probe as wide as the index) to score every one
     if ok is None or part is None:
@@ -375,12 +375,13 @@ def warm(store: Store) -> None:
             )  # a value per page
 
 
-def _row_lists(store: Store) -> npt.NDArray[np.uint16]:
-    """Every row's partition list, concatenated (once per snapshot)."""
+def _row_lists(store: Store) -> tuple[npt.NDArray[np.uint16], npt.NDArray[np.int64]]:
+    """Every row's partition list, concatenated, and the rows per list (once per snapshot)."""
     if "row_lists" not in store.cache:
         part = store.partition()
         assert part is not None
-        store.cache["row_lists"] = np.concatenate([np.asarray(li) for li in part[1]])
+        lists = np.concatenate([np.asarray(li) for li in part[1]])
+        store.cache["row_lists"] = (lists, np.bincount(lists, minlength=len(part[0])))
     return store.cache["row_lists"]  # type: ignore[no-any-return]
 
 
@@ -402,14 +403,10 @@ def rows_cosine(store: Store, q: F32, rows: npt.NDArray[np.intp]) -> F32:
         for a in range(0, len(local), step):
             idx = local[a : a + step]
             block = buf[: len(idx)]
-            if raw is None or src.dtype == np.float32:
+            if src.dtype == np.float32:
                 np.take(src, idx, axis=0, out=block)
             else:
-                chunk = np.take(src, idx, axis=0, out=raw[: len(idx)])
-                if src.dtype == np.float16:
-                    _half_to_float(chunk, block)
-                else:
-                    np.copyto(block, chunk, casting="unsafe")
+                _as_float32(np.take(src, idx, axis=0, out=raw[: len(idx)]), block)  # type: ignore[index]
             np.matmul(block, q, out=out[i + a : i + a + len(idx)])
         if b.scales is not None:
             out[i:j] *= b.scales[local]

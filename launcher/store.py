@@ -1141,6 +1141,7 @@ class Writer:
             for e in entries:
                 e.pop("lists", None)
             return
+        cent: F32 | None = None
         if part is None or partition.needs_retraining(rows, int(part["trained_on"])):
             lists = partition.n_lists(int(rows * partition.RETRAIN_GROWTH))  # sized for its lifetime
             cent = partition.train(
@@ -1150,10 +1151,11 @@ class Writer:
             save_npy(self.root / f"{cname}.npy", cent)
             part = {"name": cname, "lists": len(cent), "trained_on": rows}
             m["partition"] = part
-        cent = np.load(self.root / f"{part['name']}.npy")
         for e in entries:
             if e.get("lists") == part["name"]:
                 continue
+            if cent is None:  # read only when a segment lacks its lists (not for commits without vectors)
+                cent = np.load(self.root / f"{part['name']}.npy")
             path = self.root / _lists_name(e["name"], part["name"])
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()  # a leftover of an interrupted commit

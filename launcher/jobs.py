@@ -52,12 +52,7 @@ def run_index(
             raise LauncherError(f"no such file or folder: {p}")
     if storage is None:
         storage = Store.stored_dtype(index_dir) or str(config.resolve("storage"))
-    if storage not in ("float16", "int8", "float32"):
-        raise LauncherError(f"--storage must be float16, int8 or float32, not {storage!r}")
-    resolved = models.resolve_model(model, mmproj)
-    if not model and not resolved.multimodal:
-        _note_text_model()
-    options = index_options(
+    options = index_options(  # checks --storage before the model is resolved
         excludes=excludes,
         dims=dims,
         storage=storage,
@@ -67,6 +62,9 @@ def run_index(
         follow_symlinks=follow_symlinks,
         embed=embed,
     )
+    resolved = models.resolve_model(model, mmproj)
+    if not model and not resolved.multimodal:
+        _note_text_model()
     index_dir.mkdir(parents=True, exist_ok=True)
     with load_embedder(resolved.path, resolved.mmproj, engine_options) as embedder:
         if dims is not None and dims > embedder.dims:

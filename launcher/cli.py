@@ -77,6 +77,32 @@ RerankerOpt = Annotated[
         help="Reranker: a catalogue name, a .gguf path or a Hugging Face folder (default: the pulled one). (env LAUNCHER_RERANKER)",
     ),
 ]
+# The scan and storage flags `launcher index` and `launcher watch` share.
+ExcludeOpt = Annotated[
+    list[str] | None,
+    typer.Option("--exclude", help="Glob of paths to leave out (repeatable), e.g. '*.log' or 'build/'."),
+]
+StorageOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--storage",
+        help="Vector storage of a new index: int8 (default), float16 or float32; "
+        "an existing index keeps its own unless this is given. (env LAUNCHER_STORAGE)",
+    ),
+]
+MaxFileMbOpt = Annotated[int, typer.Option("--max-file-mb", min=1, help="Skip files larger than this (MB).")]
+MaxImageMpOpt = Annotated[
+    int,
+    typer.Option(
+        "--max-image-mp", min=1, help="Skip images with more megapixels than this (decompression bombs)."
+    ),
+]
+IncludeHiddenOpt = Annotated[
+    bool, typer.Option("--include-hidden", help="Also index hidden files and folders.")
+]
+FollowSymlinksOpt = Annotated[
+    bool, typer.Option("--follow-symlinks", help="Follow symlinked folders (loops are detected).")
+]
 CtxOpt = Annotated[
     int | None,
     typer.Option("--ctx", min=16, help="Longest input in tokens (default 4096). (env LAUNCHER_CTX)"),
@@ -179,34 +205,13 @@ def index(
     index_dir: IndexDirOpt = None,
     model: ModelOpt = None,
     mmproj: MmprojOpt = None,
-    exclude: Annotated[
-        list[str] | None,
-        typer.Option("--exclude", help="Glob of paths to leave out (repeatable), e.g. '*.log' or 'build/'."),
-    ] = None,
+    exclude: ExcludeOpt = None,
     dims: DimsOpt = None,
-    storage: Annotated[
-        str | None,
-        typer.Option(
-            "--storage",
-            help="Vector storage of a new index: int8 (default), float16 or float32; "
-            "an existing index keeps its own unless this is given. (env LAUNCHER_STORAGE)",
-        ),
-    ] = None,
-    max_file_mb: Annotated[
-        int, typer.Option("--max-file-mb", min=1, help="Skip files larger than this (MB).")
-    ] = 1024,
-    max_image_mp: Annotated[
-        int,
-        typer.Option(
-            "--max-image-mp", min=1, help="Skip images with more megapixels than this (decompression bombs)."
-        ),
-    ] = 64,
-    include_hidden: Annotated[
-        bool, typer.Option("--include-hidden", help="Also index hidden files and folders.")
-    ] = False,
-    follow_symlinks: Annotated[
-        bool, typer.Option("--follow-symlinks", help="Follow symlinked folders (loops are detected).")
-    ] = False,
+    storage: StorageOpt = None,
+    max_file_mb: MaxFileMbOpt = 1024,
+    max_image_mp: MaxImageMpOpt = 64,
+    include_hidden: IncludeHiddenOpt = False,
+    follow_symlinks: FollowSymlinksOpt = False,
     no_embed: Annotated[
         bool,
         typer.Option("--no-embed", help="Only read files (names and text become searchable); embed later."),
@@ -246,34 +251,13 @@ def watch(
     index_dir: IndexDirOpt = None,
     model: ModelOpt = None,
     mmproj: MmprojOpt = None,
-    exclude: Annotated[
-        list[str] | None,
-        typer.Option("--exclude", help="Glob of paths to leave out (repeatable), e.g. '*.log' or 'build/'."),
-    ] = None,
+    exclude: ExcludeOpt = None,
     dims: DimsOpt = None,
-    storage: Annotated[
-        str | None,
-        typer.Option(
-            "--storage",
-            help="Vector storage of a new index: int8 (default), float16 or float32; an existing index keeps its own. "
-            "(env LAUNCHER_STORAGE)",
-        ),
-    ] = None,
-    max_file_mb: Annotated[
-        int, typer.Option("--max-file-mb", min=1, help="Skip files larger than this (MB).")
-    ] = 1024,
-    max_image_mp: Annotated[
-        int,
-        typer.Option(
-            "--max-image-mp", min=1, help="Skip images with more megapixels than this (decompression bombs)."
-        ),
-    ] = 64,
-    include_hidden: Annotated[
-        bool, typer.Option("--include-hidden", help="Also index hidden files and folders.")
-    ] = False,
-    follow_symlinks: Annotated[
-        bool, typer.Option("--follow-symlinks", help="Follow symlinked folders (loops are detected).")
-    ] = False,
+    storage: StorageOpt = None,
+    max_file_mb: MaxFileMbOpt = 1024,
+    max_image_mp: MaxImageMpOpt = 64,
+    include_hidden: IncludeHiddenOpt = False,
+    follow_symlinks: FollowSymlinksOpt = False,
     poll: Annotated[
         bool,
         typer.Option(

@@ -216,6 +216,20 @@ def index(
         bool,
         typer.Option("--no-embed", help="Only read files (names and text become searchable); embed later."),
     ] = False,
+    retry_failed: Annotated[
+        bool,
+        typer.Option(
+            "--retry-failed", help="Read failed files again and embed failed pieces again (else: when they change)."
+        ),
+    ] = False,
+    chunk_tokens: Annotated[
+        int | None,
+        typer.Option(
+            "--chunk-tokens",
+            min=16,
+            help="Model tokens a text piece aims at (default: the model's own, see the guide).",
+        ),
+    ] = None,
     threads: ThreadsOpt = None,
     gpu_layers: GpuOpt = None,
     ctx: CtxOpt = None,
@@ -237,6 +251,8 @@ def index(
         include_hidden=include_hidden,
         follow_symlinks=follow_symlinks,
         embed=not no_embed,
+        retry_failed=retry_failed,
+        chunk_tokens=config.resolve("chunk_tokens", chunk_tokens),
         engine_options=_engine_options(threads, gpu_layers, ctx),
         as_json=as_json,
     )

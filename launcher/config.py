@@ -113,6 +113,8 @@ SETTINGS: dict[str, Setting] = {
     "query_instruction": Setting("LAUNCHER_QUERY_INSTRUCTION", "query_instruction", None, str),
     "document_instruction": Setting("LAUNCHER_DOCUMENT_INSTRUCTION", "document_instruction", None, str),
     "storage": Setting("LAUNCHER_STORAGE", "storage", "int8", str),
+    # Model tokens a text piece aims at; None: the model's own default (measured, see the guide).
+    "chunk_tokens": Setting("LAUNCHER_CHUNK_TOKENS", "chunk_tokens", None, int),
     "rerank": Setting("LAUNCHER_RERANK", "rerank", False, boolean),
     "reranker": Setting("LAUNCHER_RERANKER", "reranker", None, str),
     "rerank_top": Setting(

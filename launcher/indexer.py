@@ -20,24 +20,26 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from launcher import diff as diff_stage
 from launcher import scan as scan_stage
 from launcher.engine import DOCUMENT_INSTRUCTION, Embedder, EmbedInput
-from launcher.errors import InputError, LauncherError
+from launcher.errors import LauncherError
 from launcher.extract import ExtractError, ExtractSettings, extract
+from launcher.extract.chunk import TokenBudget
 from launcher.records import FileRecord, Piece, Skip
 from launcher.store import FileInfo, PieceMeta, Store, Writer
 
 log = logging.getLogger("launcher.indexer")
 
-PIPELINE_VERSION = 1  # bump when extraction or the embedding input format changes: forces re-embed
+PIPELINE_VERSION = 2  # bump when extraction or the embedding input format changes: forces re-embed
 # Commit at least this often while working: a kill loses at most this much work.
 COMMIT_SECONDS = float(os.environ.get("LAUNCHER_COMMIT_SECONDS", "5"))
 LOOKAHEAD_FILES = 4
+EMBED_SLICE = 64  # pieces of one file handed to the model at once
 
 
 @dataclass
@@ -53,6 +55,8 @@ class IndexOptions:
     instruction: str = DOCUMENT_INSTRUCTION
     extract: ExtractSettings = field(default_factory=ExtractSettings)
     embed: bool = True  # False: read pass only (names and text searchable, vectors later)
+    chunk_tokens: int | None = None  # text tokens a piece aims at; None: the model's own default
+    retry_failed: bool = False  # read failed files again and embed failed pieces again
 
 
 @dataclass
@@ -67,6 +71,7 @@ class IndexReport:
     skipped: list[Skip] = field(default_factory=list)
     failed: list[Skip] = field(default_factory=list)
     pieces_embedded: int = 0
+    pieces_failed: int = 0
     pieces_pending: int = 0
     seconds: float = 0.0
     reset_reason: str | None = None
@@ -84,6 +89,7 @@ class IndexReport:
             "skipped": [{"path": s.path, "reason": s.reason} for s in self.skipped],
             "failed": [{"path": s.path, "reason": s.reason} for s in self.failed],
             "pieces_embedded": self.pieces_embedded,
+            "pieces_failed": self.pieces_failed,
             "pieces_pending": self.pieces_pending,
             "seconds": round(self.seconds, 3),
             "reset_reason": self.reset_reason,
@@ -111,17 +117,36 @@ def _noop(_: Progress) -> None:
     pass
 
 
+def token_budget(embedder: Embedder, options: IndexOptions) -> TokenBudget:
+    """How pieces are measured for this model: its own tokenizer, its input limit (the whole prompt,
+    instruction and file-name context included) and its target piece size."""
+    limit = embedder.max_tokens
+    target = min(options.chunk_tokens or embedder.chunk_tokens, limit // 2)
+    instruction = options.instruction
+
+    def overhead(context: str) -> int:
+        return embedder.input_tokens(EmbedInput(texts=[context], instruction=instruction))
+
+    return TokenBudget(
+        count=embedder.count_tokens, overhead=overhead, limit=limit, target=target, overlap=target // 6
+    )
+
+
 def identity_for(embedder: Embedder, options: IndexOptions) -> dict[str, object]:
     """Everything the stored vectors depend on; a difference means re-embedding from scratch."""
+    budget = token_budget(embedder, options)
     ident = dict(embedder.identity())
     ident.update(
         {
             "pipeline_version": PIPELINE_VERSION,
             "instruction": options.instruction,
             "images": bool(embedder.supports_images),
-            "chunk_lines": options.extract.chunk_lines,
-            "chunk_overlap_lines": options.extract.chunk_overlap_lines,
-            "max_chunk_chars": options.extract.max_chunk_chars,
+            "chunking": {
+                "unit": "model tokens",
+                "target": budget.target,
+                "overlap": budget.overlap,
+                "limit": budget.limit,
+            },
         }
     )
     return ident
@@ -156,11 +181,9 @@ class Indexer:
         self.options = options or IndexOptions()
         self.images = bool(embedder.supports_images)
         self._stop = threading.Event()
-        settings = self.options.extract
+        settings = replace(self.options.extract, budget=token_budget(embedder, self.options))
         if not self.images:
             # Page renders and video frames are useless to a text-only model: don't make them.
-            from dataclasses import replace
-
             settings = replace(settings, pdf_render=False, video_max_frames=0)
         self.extract_settings = settings
 
@@ -201,6 +224,8 @@ class Indexer:
         folders = [str(Path(r).expanduser().resolve()) for r in roots]
         with self.open_writer(reset_on_mismatch=reset_on_mismatch) as writer:
             report.reset_reason = writer.reset_reason
+            if self.options.retry_failed:
+                writer.retry_failed()  # failed files are forgotten: the scan below finds them new
             writer.set_roots(folders)
             records: list[FileRecord] = []
             for i, item in enumerate(scan_stage.scan(folders, **self._scan_settings())):
@@ -375,6 +400,10 @@ class Indexer:
                 report.failed.append(Skip(rec.path, reason))
                 writer.record_failure(rec, reason)
                 continue
+            except LauncherError as exc:
+                report.failed.append(Skip(rec.path, str(exc)))
+                writer.record_failure(rec, str(exc))
+                continue
             writer.add_file(rec, digest, [PieceMeta.from_piece(p) for p in pieces])
             if time.monotonic() - last_commit > COMMIT_SECONDS:
                 writer.commit()
@@ -398,50 +427,68 @@ class Indexer:
         done = 0
         started = time.monotonic()
         last_commit = started
-        for file_id, rec, pieces_or_error in self._lookahead(order, files):
+        for file_id, rec, extracted in self._lookahead(order, files):
             if self._stop.is_set() or (checkpoint is not None and checkpoint("embed")):
                 report.interrupted = True
                 break
             piece_ids = work[file_id]
-            if isinstance(pieces_or_error, str):
-                report.failed.append(Skip(rec.path, pieces_or_error))
-                writer.record_failure(rec, pieces_or_error, file_id=file_id)
+            if extracted is None:
+                writer.remove_file(file_id)  # gone from disk since it was read
                 done += len(piece_ids)
                 continue
-            pieces = pieces_or_error
-            if len(pieces) != writer.piece_count(file_id):
-                # The file changed between the read and the embed pass: the next scan re-reads it.
-                log.debug("piece count changed for %s; left for the next run", rec.path)
+            if isinstance(extracted, str):
+                # The file cannot be read any more: its waiting pieces fail with the reason (its text
+                # stays searchable); it is read again when it changes.
+                report.failed.append(Skip(rec.path, extracted))
+                writer.fail_pieces(file_id, dict.fromkeys(piece_ids, extracted))
+                report.pieces_failed += len(piece_ids)
                 done += len(piece_ids)
                 continue
-            wanted = writer.piece_positions(file_id, piece_ids)
-            step = unit or len(wanted) or 1
+            now_rec, pieces = extracted
+            if (now_rec.size, now_rec.mtime_ns) != (rec.size, rec.mtime_ns) or len(
+                pieces
+            ) != writer.piece_count(file_id):
+                # The file changed since its text was stored: store this version's pieces, so that
+                # text, snippets and vectors all come from one version, and embed those.
+                total += len(pieces) - len(piece_ids)
+                file_id, piece_ids = writer.add_file(
+                    now_rec,
+                    diff_stage.content_hash(now_rec.path, now_rec.size),
+                    [PieceMeta.from_piece(p) for p in pieces],
+                )
+                wanted = list(range(len(pieces)))
+            else:
+                wanted = writer.piece_positions(file_id, piece_ids)
+            # A very long file is embedded (and committed) in slices, so a kill loses little of it.
+            step = unit or min(len(wanted), EMBED_SLICE) or 1
+            failed: dict[str, str] = {}
             for a in range(0, len(wanted), step):
                 if a and checkpoint is not None and checkpoint("embed"):
                     # Stopped inside a file: its other pieces stay pending for the next pass.
                     report.interrupted = True
                     break
+                ids = piece_ids[a : a + step]
                 inputs = [
                     embed_input_for(pieces[i], self.options.instruction, images=self.images)
                     for i in wanted[a : a + step]
                 ]
-                try:
-                    vectors = self.embedder.embed(inputs, dims=self.options.dims)
-                except InputError as exc:
-                    reason = str(exc)
-                    report.failed.append(Skip(rec.path, reason))
-                    writer.record_failure(rec, reason, file_id=file_id)
-                    done += len(piece_ids) - a
-                    break
-                writer.set_vectors(piece_ids[a : a + step], vectors)
-                report.pieces_embedded += len(inputs)
+                failures = self._embed_into(writer, ids, inputs)
+                failed.update(failures)
+                report.pieces_embedded += len(inputs) - len(failures)
                 done += len(inputs)
+                if time.monotonic() - last_commit > COMMIT_SECONDS:
+                    if failed:
+                        writer.fail_pieces(file_id, failed)
+                    writer.commit()
+                    last_commit = time.monotonic()
+            if failed:
+                writer.fail_pieces(file_id, failed)
+                report.pieces_failed += len(failed)
+                report.failed.append(Skip(rec.path, writer.file(file_id).error or ""))  # type: ignore[union-attr]
+                log.info("%s: %s", rec.path, writer.file(file_id).error)  # type: ignore[union-attr]
             if report.interrupted:
                 break
             now = time.monotonic()
-            if now - last_commit > COMMIT_SECONDS:
-                writer.commit()
-                last_commit = now
             rate = done / max(now - started, 1e-6)
             progress(
                 Progress(
@@ -450,12 +497,37 @@ class Indexer:
             )
         writer.commit()
 
+    def _embed_into(self, writer: Writer, piece_ids: list[str], inputs: list[EmbedInput]) -> dict[str, str]:
+        """Embed pieces and store their vectors; returns the ones that failed, with one-line reasons.
+
+        A batch that fails is retried one piece at a time, so one bad piece (too long, rejected by
+        mtmd, a decode error, out of memory) fails alone and the others are embedded."""
+        try:
+            writer.set_vectors(piece_ids, self.embedder.embed(inputs, dims=self.options.dims))
+            return {}
+        except Exception as exc:
+            if self._stop.is_set():
+                raise  # shutting down: the model may be gone, which is no fault of the pieces
+            if len(inputs) == 1:
+                return {piece_ids[0]: failure_reason(exc)}
+        failures: dict[str, str] = {}
+        for pid, item in zip(piece_ids, inputs, strict=True):
+            try:
+                writer.set_vectors([pid], self.embedder.embed([item], dims=self.options.dims))
+            except Exception as exc:
+                if self._stop.is_set():
+                    raise
+                failures[pid] = failure_reason(exc)
+        return failures
+
     def _lookahead(
         self, order: list[str], files: dict[str, FileRecord]
-    ) -> Iterator[tuple[str, FileRecord, list[Piece] | str]]:
-        """Extract the next few files in a thread while the caller embeds the current one."""
-        q: queue.Queue[tuple[str, FileRecord, list[Piece] | str] | None] = queue.Queue(
-            maxsize=LOOKAHEAD_FILES
+    ) -> Iterator[tuple[str, FileRecord, tuple[FileRecord, list[Piece]] | str | None]]:
+        """Extract the next few files in a thread while the caller embeds the current one; each comes
+        with the record of the version that was read (its stat taken just before), or the reason it
+        could not be read, or None for a file that is gone."""
+        q: queue.Queue[tuple[str, FileRecord, tuple[FileRecord, list[Piece]] | str | None] | None] = (
+            queue.Queue(maxsize=LOOKAHEAD_FILES)
         )
         stop = self._stop
         closing = threading.Event()
@@ -466,10 +538,19 @@ class Indexer:
                     if stop.is_set() or closing.is_set():
                         break
                     rec = files[file_id]
-                    result: list[Piece] | str
+                    result: tuple[FileRecord, list[Piece]] | str
                     try:
-                        result = pieces_for_model(
-                            extract(rec, settings=self.extract_settings), images=self.images
+                        try:
+                            st = os.stat(rec.path)
+                        except FileNotFoundError:
+                            q.put((file_id, rec, None))
+                            continue
+                        now = FileRecord(rec.path, st.st_size, st.st_mtime_ns, rec.kind)
+                        result = (
+                            now,
+                            pieces_for_model(
+                                extract(now, settings=self.extract_settings), images=self.images
+                            ),
                         )
                     except ExtractError as exc:
                         result = str(exc)
@@ -496,6 +577,16 @@ class Indexer:
                 with contextlib.suppress(queue.Empty):
                     q.get(timeout=0.1)
             thread.join()
+
+
+def failure_reason(exc: BaseException) -> str:
+    """One lowercase line for an error while embedding a piece."""
+    if isinstance(exc, LauncherError):
+        return str(exc)
+    if isinstance(exc, MemoryError):
+        return "out of memory while embedding this piece"
+    detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+    return f"unexpected {type(exc).__name__} while embedding" + (f": {detail}" if detail else "")
 
 
 def _known(infos: Iterable[FileInfo]) -> dict[str, diff_stage.Known]:

@@ -43,6 +43,8 @@ def run_index(
     embed: bool,
     engine_options: Any,
     as_json: bool,
+    retry_failed: bool = False,
+    chunk_tokens: int | None = None,
 ) -> IndexReport:
     """`launcher index`: check the paths, load the model, run the job with progress, print a summary.
     `storage` None: the existing index's own (a changed default never rebuilds an index), else the
@@ -61,7 +63,9 @@ def run_index(
         include_hidden=include_hidden,
         follow_symlinks=follow_symlinks,
         embed=embed,
+        chunk_tokens=chunk_tokens,
     )
+    options.retry_failed = retry_failed
     resolved = models.resolve_model(model, mmproj)
     if not model and not resolved.multimodal:
         _note_text_model()
@@ -100,6 +104,7 @@ def index_options(
     include_hidden: bool,
     follow_symlinks: bool,
     embed: bool = True,
+    chunk_tokens: int | None = None,
 ) -> IndexOptions:
     """IndexOptions from the flags `launcher index` and `launcher watch` share."""
     if storage not in ("float16", "int8", "float32"):
@@ -113,6 +118,7 @@ def index_options(
         storage=storage,
         extract=replace(ExtractSettings(), max_image_pixels=max_image_mp * 1_000_000),
         embed=embed,
+        chunk_tokens=chunk_tokens,
     )
 
 
@@ -253,7 +259,8 @@ def format_summary(r: IndexReport) -> str:
     """The closing lines of `launcher index`."""
     lines = [
         f"indexed in {r.seconds:.1f}s: {r.new} new, {r.changed} changed, {r.moved} moved, {r.removed} removed, "
-        f"{r.unchanged} unchanged; {r.pieces_embedded} pieces embedded, {r.pieces_pending} pending",
+        f"{r.unchanged} unchanged; {r.pieces_embedded} pieces embedded, {r.pieces_failed} failed, "
+        f"{r.pieces_pending} pending",
     ]
     if r.skipped:
         lines.append(f"skipped {len(r.skipped)}:")
@@ -288,7 +295,9 @@ def status_report(index_dir: Path) -> dict[str, Any]:
         "pieces": st.pieces,
         "embedded": st.embedded,
         "pending": st.pending,
-        "embedding_progress": round(st.embedded / st.pieces, 4) if st.pieces else 1.0,
+        "failed_pieces": st.failed_pieces,
+        # Settled pieces (embedded, or failed with a reason) out of all: 1.0 means nothing is waiting.
+        "embedding_progress": round((st.embedded + st.failed_pieces) / st.pieces, 4) if st.pieces else 1.0,
         "model": {
             "name": hint.get("name") or st.identity.get("name"),
             "file": hint.get("model"),
@@ -316,7 +325,8 @@ def format_status(r: dict[str, Any]) -> str:
         f"index:    {r['index_dir']} ({r['bytes_on_disk'] / 1e6:.1f} MB, updated {r['last_update']})",
         f"roots:    {', '.join(r['roots']) or '-'}",
         f"files:    {r['files']} ({kinds})",
-        f"pieces:   {r['pieces']}, embedded {r['embedded']} ({100 * r['embedding_progress']:.0f}%), pending {r['pending']}",
+        f"pieces:   {r['pieces']}, embedded {r['embedded']}, failed {r['failed_pieces']}, pending {r['pending']} "
+        f"({100 * r['embedding_progress']:.0f}% done)",
         f"model:    {r['model']['name']} ({r['dims']} dims, {r['storage']})",
         *format_watcher(r.get("watcher")),
         f"failures: {len(r['failures'])}",

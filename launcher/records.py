@@ -55,6 +55,10 @@ class Locator:
     line_end: int | None = None  # 1-based, inclusive
     timestamp: float | None = None  # seconds into a video
     sheet: str | None = None  # spreadsheet sheet name
+    # Where a long line was split: the piece starts at this character of line_start (0-based) and
+    # ends before this character of line_end; unset means the start and the end of those lines.
+    char_start: int | None = None
+    char_end: int | None = None
 
     def to_dict(self) -> dict[str, int | float | str]:
         """Only the fields that are set, for JSON."""
@@ -74,7 +78,12 @@ class Locator:
             parts.append(f"p. {self.page}")
         if self.line_start is not None:
             end = self.line_end if self.line_end is not None else self.line_start
-            parts.append(f"lines {self.line_start}-{end}")
+            if self.char_start is None and self.char_end is None:
+                parts.append(f"lines {self.line_start}-{end}")
+            else:  # 1-based columns, as editors show them
+                first = f"{self.line_start}:{(self.char_start or 0) + 1}"
+                last = f"{end}:{self.char_end}" if self.char_end is not None else f"{end}:end"
+                parts.append(f"line {first} to {last}")
         if self.timestamp is not None:
             t = int(self.timestamp)
             parts.append(

@@ -25,10 +25,18 @@ F32 = npt.NDArray[np.float32]
 Mask = npt.NDArray[np.bool_]
 
 # A file-table row is kept as the JSON list it is stored as, [id, path, size, mtime_ns, kind,
-# content_hash, n_pieces, error, name_key, first_piece]: building 100k NamedTuples was a third of
-# open(). A file's pieces have consecutive ids first_piece .. first_piece + n_pieces - 1.
+# content_hash, n_pieces, error, name_key, first_piece(, failed)]: building 100k NamedTuples was a
+# third of open(). A file's pieces have consecutive ids first_piece .. first_piece + n_pieces - 1.
+# `failed`, present only when some pieces could not be embedded, maps a piece's position in its
+# file (as a string: JSON keys) to the one-line reason; those pieces are not pending.
 Row = list[Any]
 COL_PATH, COL_SIZE, COL_MTIME, COL_KIND, COL_HASH, COL_NPIECES, COL_ERROR, COL_NAME, COL_FIRST = range(1, 10)
+COL_FAILED = 10
+
+
+def failed_of(row: Row) -> dict[str, str]:
+    """A row's failed pieces: position -> reason (empty for most rows)."""
+    return row[COL_FAILED] if len(row) > COL_FAILED and row[COL_FAILED] else {}
 
 
 class FileTable:
@@ -107,6 +115,11 @@ class FileTable:
         """Rows as JSON lists: all of them, or the given ids that still exist."""
         keys = self.rows.keys() if ids is None else (i for i in ids if i in self.rows)
         return [self.rows[fid] for fid in keys]
+
+    def failed_piece_ids(self) -> I64:
+        """Numeric ids of the pieces that failed to embed, sorted."""
+        ids = [row[COL_FIRST] + int(pos) for row in self.rows.values() for pos in failed_of(row)]
+        return np.array(sorted(ids), dtype=np.int64)
 
     def numeric_ids(self) -> I64:
         """The file ids, in table order."""

@@ -53,6 +53,7 @@ from launcher.errors import ModelMismatch, StoreError, StoreLocked
 from launcher.records import KINDS, FileRecord, Locator, Matrix, Piece, Skip
 from launcher.segments import (
     COL_ERROR,
+    COL_FAILED,
     COL_FIRST,
     COL_HASH,
     COL_KIND,
@@ -66,6 +67,7 @@ from launcher.segments import (
     VectorSegment,
     contains_sorted,
     encode_vectors,
+    failed_of,
     fsync_dir,
     fsync_file,
     load_npy,
@@ -151,6 +153,7 @@ class Stats:
     pieces: int
     embedded: int
     pending: int
+    failed_pieces: int  # pieces that could not be embedded (their reasons are in failures())
     failed: int
     bytes_on_disk: int
     generation: int
@@ -488,6 +491,8 @@ class Store:
             [s.files[o >= 0] for s, o in zip(self._pieces, live, strict=True)] or [np.zeros(0, np.int64)]
         )
         have = np.sort(np.concatenate([np.asarray(v.ids) for v in self._vectors] or [np.zeros(0, np.int64)]))
+        # Failed pieces are settled too: they wait for their file to change (or --retry-failed).
+        have = np.union1d(have, self._table.failed_piece_ids())
         pending = ~contains_sorted(have, ids)
         order = np.argsort(ids[pending], kind="stable")
         return ids[pending][order], files[pending][order]
@@ -560,6 +565,7 @@ class Store:
             failed += r[COL_ERROR] is not None
         pieces = sum(int((o >= 0).sum()) for o in self.piece_ords())
         embedded = sum(int(b.live.sum()) for b in self.vector_blocks())
+        failed_pieces = sum(len(failed_of(r)) for r in self._table.rows.values())
         m = self.manifest
         entries = m["files"] + m["pieces"] + m["vectors"]
         return Stats(
@@ -567,7 +573,8 @@ class Store:
             files_by_kind=dict(sorted(by_kind.items())),
             pieces=pieces,
             embedded=embedded,
-            pending=pieces - embedded,
+            pending=pieces - embedded - failed_pieces,
+            failed_pieces=failed_pieces,
             failed=failed + len(self._table.skips),
             bytes_on_disk=sum(int(e["bytes"]) for e in entries),
             generation=self.generation,
@@ -1002,6 +1009,59 @@ class Writer:
         if keep:
             self._vec_rows.append(vectors[keep])
             self._dirty = True
+
+    def fail_pieces(self, file_id: FileId, reasons: dict[PieceId, str]) -> None:
+        """Settle pending pieces that could not be embedded: they keep no vector, are no longer
+        pending, and the file is marked partial with a one-line summary. They are tried again when
+        the file changes (it is read anew) or after retry_failed()."""
+        fid = _num(file_id, "f")
+        row = list(self._table.rows[fid])
+        failed = dict(failed_of(row))
+        for pid, reason in reasons.items():
+            num = _num(pid, "p")
+            pos = num - row[COL_FIRST]
+            if not 0 <= pos < row[COL_NPIECES]:
+                raise KeyError(f"piece {pid} is not a piece of file {file_id}")
+            if num in self._new_index:
+                self._new_done.add(num)
+            else:
+                i = int(np.searchsorted(self._pend_ids, num))
+                if i < len(self._pend_ids) and int(self._pend_ids[i]) == num:
+                    self._pend_done[i] = True
+            failed[str(pos)] = reason
+        first = failed[min(failed, key=int)]
+        row += [None] * (COL_FAILED + 1 - len(row))
+        row[COL_FAILED] = failed
+        row[COL_ERROR] = f"{len(failed)} of {row[COL_NPIECES]} pieces could not be embedded: {first}"
+        self._table.put(fid, row)
+        self._upserted.add(fid)
+        self._dirty = True
+
+    def retry_failed(self) -> list[FileRecord]:
+        """Make the failed pieces of every file pending again (their files stay indexed) and forget
+        the files that failed as a whole, which are returned so that the caller reads them again."""
+        again: list[FileRecord] = []
+        revived: list[tuple[int, int]] = []  # (piece id, file id)
+        for fid, row in list(self._table.rows.items()):
+            failed = failed_of(row)
+            if failed:
+                revived += [(row[COL_FIRST] + int(pos), fid) for pos in failed]
+                new = list(row)
+                new[COL_FAILED] = None
+                new[COL_ERROR] = None
+                self._table.put(fid, new)
+                self._upserted.add(fid)
+            elif row[COL_ERROR] and not row[COL_NPIECES]:
+                again.append(FileRecord(row[COL_PATH], row[COL_SIZE], row[COL_MTIME], row[COL_KIND]))
+                self._remove(fid)
+        if revived:
+            ids = np.concatenate([self._pend_ids, np.array([p for p, _ in revived], dtype=np.int64)])
+            files = np.concatenate([self._pend_files, np.array([f for _, f in revived], dtype=np.int64)])
+            done = np.concatenate([self._pend_done, np.zeros(len(revived), dtype=bool)])
+            order = np.argsort(ids, kind="stable")
+            self._pend_ids, self._pend_files, self._pend_done = ids[order], files[order], done[order]
+        self._dirty = self._dirty or bool(revived or again)
+        return again
 
     # committing
 

@@ -20,7 +20,7 @@ from PIL import Image, ImageDraw
 
 from launcher.errors import LauncherError
 from launcher.extract import ExtractError, ExtractSettings, extract, iter_extract
-from launcher.extract.base import chunk_lines
+from launcher.extract.chunk import TokenBudget, approximate_budget, chunk_text
 from launcher.extract.video import sample_times
 from launcher.records import FileRecord, Locator, Piece
 from launcher.scan import kind_of
@@ -60,10 +60,17 @@ def pixel(image: Image.Image, xy: tuple[int, int]) -> tuple[int, ...]:
 # Text, code, Markdown
 
 
+def words_budget(target: int, overlap: int = 0, limit: int = 10_000) -> TokenBudget:
+    """A model-free budget that counts whitespace-separated words (the real models' own budgets are
+    tested with their tokenizers in test_chunk.py)."""
+    return TokenBudget(count=lambda t: len(t.split()), overhead=lambda ctx: 0, limit=limit, target=target,
+                       overlap=overlap)
+
+
 def test_text_chunks_along_lines_with_overlap(tmp_path: Path) -> None:
     path = tmp_path / "notes.txt"
     path.write_text("".join(f"line {i}\n" for i in range(1, 101)), encoding="utf-8")
-    pieces = run(path)
+    pieces = run(path, budget=words_budget(80, overlap=16))  # 2 words a line: 40 lines, 8 repeated
     assert [(p.locator.line_start, p.locator.line_end) for p in pieces] == [(1, 40), (33, 72), (65, 100)]
     assert pieces[0].text.splitlines()[0] == "line 1"
     assert pieces[1].text.splitlines()[0] == "line 33"
@@ -73,30 +80,52 @@ def test_text_chunks_along_lines_with_overlap(tmp_path: Path) -> None:
     assert pieces[0].locator.describe() == "lines 1-40"
 
 
-def test_long_lines_are_split_and_keep_their_line_number(tmp_path: Path) -> None:
+def located(lines: list[str], p: Piece) -> str:
+    """The text a piece's locator points at, cut from the file's lines."""
+    loc = p.locator
+    assert loc.line_start is not None and loc.line_end is not None
+    seg = lines[loc.line_start - 1 : loc.line_end]
+    if len(seg) == 1:
+        return seg[0][loc.char_start or 0 : loc.char_end]
+    return "\n".join([seg[0][loc.char_start or 0 :], *seg[1:-1], seg[-1][: loc.char_end]])
+
+
+def test_long_lines_are_split_at_words_with_exact_character_spans(tmp_path: Path) -> None:
     path = tmp_path / "minified.json"
-    path.write_text('{"a": 1}\n' + ("word " * 1000) + "\nlast\n", encoding="utf-8")
-    pieces = run(path, max_chunk_chars=500)
-    assert all(len(p.text) <= 500 for p in pieces)
-    assert pieces[0].locator.line_start == 1
-    assert {p.locator.line_start for p in pieces[1:-1]} == {2}
-    assert "last" in pieces[-1].text
-    assert pieces[-1].locator.line_end == 3
-    assert all_text(pieces).count("word") >= 1000
+    long_line = " ".join(f"w{i}" for i in range(1000))
+    path.write_text('{"a": 1}\n' + long_line + "\nlast\n", encoding="utf-8")
+    pieces = run(path, budget=words_budget(100))
+    assert all(len(p.text.split()) <= 100 for p in pieces)
+    lines = path.read_text(encoding="utf-8").split("\n")
+    for p in pieces:  # every locator points at exactly the piece's text
+        assert p.text == located(lines, p)
+    words = [w for p in pieces for w in p.text.split()]
+    assert set(words) >= set(long_line.split()) | {"last"}
+    assert pieces[0].locator.line_start == 1 and pieces[-1].locator.line_end == 3
+    split = [p for p in pieces if p.locator.char_end is not None]
+    assert split and split[0].locator.describe().startswith("line 1:1 to 2:")
+
+
+def test_a_word_longer_than_a_piece_is_split_between_characters(tmp_path: Path) -> None:
+    path = tmp_path / "blob.txt"
+    blob = "".join(chr(0x41 + i % 26) for i in range(10_000))  # no space anywhere
+    path.write_text(blob, encoding="utf-8")
+    pieces = run(path, budget=approximate_budget(target=100, limit=512))
+    assert "".join(p.text for p in pieces) == blob  # every character, once, in order
+    assert all(len(p.text) <= 400 for p in pieces)
 
 
 def test_chunker_covers_every_line_and_always_advances() -> None:
     rng = np.random.default_rng(7)
-    lines = [(n, "x" * int(rng.integers(0, 700))) for n in range(1, 400)]
-    chunks = list(chunk_lines(lines, max_lines=40, overlap=8, max_chars=2000))
-    covered = {n for first, last, _ in chunks for n in range(first, last + 1)}
-    assert covered == {n for n, text in lines}
-    starts = [first for first, _, _ in chunks]
+    lines = [(n, " ".join(["x"] * int(rng.integers(0, 150)))) for n in range(1, 400)]
+    chunks = list(chunk_text(lines, words_budget(200, overlap=30), ""))
+    covered = {n for c in chunks for n in range(c.first_line, c.last_line + 1)}
+    assert {n for n, text in lines if text} <= covered
+    starts = [(c.first_line, c.char_start or 0) for c in chunks]
     assert starts == sorted(set(starts))  # strictly increasing: no chunk repeats another
-    assert all(len(text) <= 2000 for _, _, text in chunks)
-    for (_, previous_last, _), (first, last, _) in zip(chunks, chunks[1:], strict=False):
-        assert previous_last - first + 1 <= 8  # overlap never exceeds the setting
-        assert last > previous_last
+    assert all(len(c.text.split()) <= 200 for c in chunks)
+    for previous, chunk in zip(chunks, chunks[1:], strict=False):
+        assert chunk.last_line >= previous.last_line
 
 
 @pytest.mark.parametrize(
@@ -149,7 +178,7 @@ def test_code_and_markdown_are_text_with_line_numbers(tmp_path: Path) -> None:
 def test_line_numbers_count_crlf_and_cr_like_an_editor(tmp_path: Path) -> None:
     path = tmp_path / "dos.txt"
     path.write_bytes(b"one\r\ntwo\rthree\x0cstill three\nfour\n")
-    pieces = run(path, chunk_lines=2, chunk_overlap_lines=0)
+    pieces = run(path, budget=words_budget(4))
     assert [(p.locator.line_start, p.locator.line_end, p.text) for p in pieces] == [
         (1, 2, "one\ntwo"),
         (3, 4, "three\x0cstill three\nfour"),

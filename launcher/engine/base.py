@@ -53,12 +53,21 @@ class Embedder(ABC):
     name: str = "embedder"
     dims: int = 0  # native dimensionality
     supports_images: bool = False
-    max_tokens: int = 0  # longest input accepted, in tokens
+    max_tokens: int = 0  # longest input accepted, in tokens (the whole prompt)
+    chunk_tokens: int = 256  # text tokens a document piece aims at (see the guide's measurements)
     batch_size: int = 16  # inputs handed to embed_batch at once
 
     @abstractmethod
     def embed_batch(self, inputs: Sequence[EmbedInput]) -> Matrix:
         """Embed a batch; one unit-length float32 row per input, in order."""
+
+    @abstractmethod
+    def count_tokens(self, text: str) -> int:
+        """Tokens a text costs inside an input's body (no template, no special tokens around it)."""
+
+    @abstractmethod
+    def input_tokens(self, item: EmbedInput) -> int:
+        """Tokens of the whole input the model sees for a text-only input (template included)."""
 
     def embed(self, inputs: Iterable[EmbedInput], *, dims: int | None = None) -> Matrix:
         """Embed any number of inputs in batches, truncated to `dims` if given."""

@@ -25,13 +25,48 @@ from llama_cpp import mtmd_cpp as mt  # noqa: E402
 from launcher.engine import gguf_meta
 from launcher.engine.base import Embedder, EmbedInput, l2_normalize
 from launcher.engine.imageprep import FACTOR, MAX_PIXELS, MIN_PIXELS, prepare_image
-from launcher.engine.prompt import MEDIA_MARKER, build_prompt
+from launcher.engine.prompt import IMAGE_TOKENS, as_utf8, build_prompt
 from launcher.errors import InputError, InputTooLong, LauncherError, ModelError
 from launcher.records import Matrix
 
 log = logging.getLogger("launcher.llama")
 
 CHAT_ARCHITECTURES = {"qwen3vl", "qwen3vlmoe"}
+ENCODER_CHUNK_TOKENS = 256  # target piece size for BERT-style encoders such as the bundled MiniLM
+# Where an image goes in a prompt handed to mtmd. mtmd's own media marker (`<__media__>`) is never
+# used: a file name or a document holding that text would become a marker without a picture and
+# fail the input. A lone surrogate cannot be in any text we tokenize (`as_utf8` replaces them first,
+# as the UTF-8 encoding of the prompt would), so this slot is only ever ours.
+IMAGE_SLOT = "\ud800"
+
+
+def mtmd_tokenize_prompt(mctx: Any, prompt: str, bitmaps: Sequence[Any]) -> Any:
+    """mtmd input chunks for a prompt whose images sit at IMAGE_SLOTs, one bitmap each, in order.
+
+    The text around the images is tokenized with special tokens parsed (the chat markers, as the
+    reference tokenizer does); the caller frees the chunks (mtmd_input_chunks_free)."""
+    segments = prompt.split(IMAGE_SLOT)
+    if len(segments) != len(bitmaps) + 1:
+        raise LauncherError(f"prompt has {len(segments) - 1} image slots for {len(bitmaps)} images")
+    keep: list[Any] = []  # the ctypes objects must outlive the call
+    parts: list[Any] = []
+    for i, segment in enumerate(segments):
+        if segment:
+            data = segment.encode("utf-8")
+            text = mt.mtmd_input_text()
+            text.text, text.text_len, text.add_special, text.parse_special = data, len(data), False, True
+            keep += [data, text]
+            parts.append(mt.mtmd_input_part(ctypes.pointer(text), None))
+        if i < len(bitmaps):
+            parts.append(mt.mtmd_input_part(None, bitmaps[i]))
+    array = (ctypes.POINTER(mt.mtmd_input_part) * len(parts))(*(ctypes.pointer(p) for p in parts))
+    chunks = mt.mtmd_input_chunks_init()
+    rc = mt.mtmd_tokenize_from_parts(mctx, chunks, array, len(parts), False)
+    del keep
+    if rc != 0:
+        mt.mtmd_input_chunks_free(chunks)
+        raise LauncherError(f"mtmd could not tokenize the input (code {rc})")
+    return chunks
 
 
 @lc.llama_log_callback
@@ -286,6 +321,11 @@ class LlamaEmbedder(Embedder):
         self.n_ctx = min(n_ctx, int(lc.llama_n_ctx(self._ctx)))
         self.n_batch = n_batch
         self.max_tokens = self.n_ctx
+        # The text a document piece aims at, in tokens (bench/bench_retrieval.py, the guide's table):
+        # small encoders (MiniLM was trained on 128-256-token inputs) retrieve best with short
+        # pieces; Qwen3-VL-Embedding is trained on long inputs, and 512 keeps a detail deep in a long
+        # page findable while an A4 page of prose fits in about two pieces.
+        self.chunk_tokens = 512 if self.chat_format else min(ENCODER_CHUNK_TOKENS, self.n_ctx // 2)
         self.batch_size = opts.n_seq_max
         self._batch = lc.llama_batch_init(n_batch, 0, 1)
 
@@ -297,7 +337,6 @@ class LlamaEmbedder(Embedder):
             mparams_mt.n_threads = self.n_threads  # mtmd's default is hard-coded to 4
             mparams_mt.print_timings = False
             mparams_mt.warmup = False
-            mparams_mt.media_marker = MEDIA_MARKER.encode()
             # Our bitmaps are already resized to the reference grid; bounds wide enough that mtmd
             # leaves them as they are (its defaults, 8..4096 tokens, would resize some again).
             mparams_mt.image_min_tokens = max(1, opts.image_min_pixels // (FACTOR * FACTOR))
@@ -346,21 +385,33 @@ class LlamaEmbedder(Embedder):
 
     # -- embedding ---------------------------------------------------------------------------
 
-    def prompt_for(self, item: EmbedInput, *, media_marker: bool = False) -> str:
-        """The exact text handed to the tokenizer for this input."""
+    def prompt_for(self, item: EmbedInput, *, image_slots: bool = False) -> str:
+        """The exact text handed to the tokenizer for this input (with IMAGE_SLOTs for mtmd)."""
+        texts = [as_utf8(t) for t in item.texts]
         if self.chat_format:
-            placeholder = MEDIA_MARKER if media_marker else "<|vision_start|><|image_pad|><|vision_end|>"
-            return build_prompt(item.texts, len(item.images), item.instruction, image_placeholder=placeholder)
+            placeholder = IMAGE_SLOT if image_slots else IMAGE_TOKENS
+            return build_prompt(texts, len(item.images), item.instruction, image_placeholder=placeholder)
         # Plain embedding models (BERT, ...) have no chat template and no instructions.
         import unicodedata
 
-        return unicodedata.normalize("NFC", " ".join(item.texts))
+        return unicodedata.normalize("NFC", " ".join(texts))
 
-    def tokenize(self, text: str) -> list[int]:
+    def count_tokens(self, text: str) -> int:
+        """Tokens of a text inside an input's body, as this model counts them."""
+        import unicodedata
+
+        return len(self.tokenize(unicodedata.normalize("NFC", text), add_special=False))
+
+    def input_tokens(self, item: EmbedInput) -> int:
+        """Tokens of the whole prompt of a text-only input."""
+        return len(self.tokenize(self.prompt_for(item)))
+
+    def tokenize(self, text: str, *, add_special: bool | None = None) -> list[int]:
         """Token ids as this model sees them (special tokens parsed for chat-format models)."""
         # File names that are not valid UTF-8 reach us as surrogate escapes; the model sees U+FFFD.
         data = text.encode("utf-8", errors="replace")
-        add_special = not self.chat_format  # BERT wants [CLS]/[SEP]; Qwen adds nothing
+        if add_special is None:
+            add_special = not self.chat_format  # BERT wants [CLS]/[SEP]; Qwen adds nothing
         parse_special = self.chat_format
         cap = len(data) + 16
         buf = (lc.llama_token * cap)()
@@ -490,7 +541,7 @@ class LlamaEmbedder(Embedder):
             prepare_image(img, min_pixels=opts.image_min_pixels, max_pixels=opts.image_max_pixels)
             for img in item.images
         ]
-        prompt = self.prompt_for(item, media_marker=True).encode("utf-8", errors="replace")
+        prompt = self.prompt_for(item, image_slots=True)
         bitmaps: list[Any] = []
         chunks = None
         try:
@@ -500,16 +551,7 @@ class LlamaEmbedder(Embedder):
                 if not bitmap:
                     raise LauncherError("mtmd could not allocate an image bitmap")
                 bitmaps.append(bitmap)
-            text = mt.mtmd_input_text()
-            text.text = prompt
-            text.text_len = len(prompt)
-            text.add_special = False
-            text.parse_special = True
-            chunks = mt.mtmd_input_chunks_init()
-            arr = (mt.mtmd_bitmap_p_ctypes * len(bitmaps))(*bitmaps)
-            rc = mt.mtmd_tokenize(self._mctx, chunks, ctypes.byref(text), arr, len(bitmaps))
-            if rc != 0:
-                raise LauncherError(f"mtmd could not tokenize the input (code {rc})")
+            chunks = mtmd_tokenize_prompt(self._mctx, prompt, bitmaps)
             self._check_length(int(mt.mtmd_helper_get_n_tokens(chunks)))
             self._clear_memory()
             new_n_past = lc.llama_pos(0)

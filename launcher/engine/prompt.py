@@ -18,9 +18,13 @@ QUERY_INSTRUCTION = "Retrieve files, images and documents relevant to the user's
 DOCUMENT_INSTRUCTION = DEFAULT_INSTRUCTION
 
 IMAGE_TOKENS = "<|vision_start|><|image_pad|><|vision_end|>"
-# mtmd's marker; mtmd itself emits <|vision_start|> ... <|vision_end|> around the image embeddings.
-MEDIA_MARKER = "<__media__>"
 EMPTY_INPUT = "NULL"
+
+
+def as_utf8(text: str) -> str:
+    """The text as the tokenizer sees it: what UTF-8 cannot encode (a lone surrogate from an
+    undecodable file name or a JSON escape) becomes '?'."""
+    return text.encode("utf-8", errors="replace").decode("utf-8")
 
 
 def normalize_instruction(instruction: str | None) -> str:

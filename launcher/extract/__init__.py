@@ -3,7 +3,8 @@
 `extract` returns every piece of a file at once; `iter_extract` hands them out one by one, so a
 500-page PDF is rendered page by page as the caller consumes it. Both raise ExtractError, with one
 lowercase line saying why, for a broken, hostile or unreadable file; nothing else escapes for a bad
-file. An empty file, or a file of kind "other", has no pieces (it is still findable by name).
+file. An empty file, or a file of kind "other" that is not text, has no pieces (it is still findable by
+name); a file of kind "other" whose start reads as text is extracted as text.
 
 The format modules (and their libraries: pypdfium2, PyAV, python-docx...) are imported on first use.
 """
@@ -18,6 +19,7 @@ from launcher.records import FileRecord, Piece
 
 __all__ = ["ExtractError", "ExtractSettings", "context_of", "extract", "iter_extract"]
 
+OTHER_TEXT_MAX_BYTES = 4 * 1024 * 1024  # files of unknown type larger than this are not sniffed
 # kind -> (module in this package, function)
 _EXTRACTORS: dict[str, tuple[str, str]] = {
     "text": ("text", "extract_text"),
@@ -44,8 +46,16 @@ def iter_extract(
 
     Close the generator (or let it be collected) to release an open document early.
     """
-    if record.kind == "other" or record.size == 0:
+    if record.size == 0:
         return
+    if record.kind == "other":
+        # A file with no known extension (README, a script, a Makefile, LICENSE) is read as text
+        # when its start looks like text; anything else stays findable by name only.
+        from launcher.extract.text import looks_like_text
+
+        if record.size > OTHER_TEXT_MAX_BYTES or not looks_like_text(record.path):
+            return
+        record = FileRecord(record.path, record.size, record.mtime_ns, "text")
     if record.kind not in _EXTRACTORS:
         raise ValueError(f"unknown kind {record.kind!r}")
     module_name, function_name = _EXTRACTORS[record.kind]

@@ -1,13 +1,14 @@
-"""What every extractor shares: the settings, the error, the context header and the line chunker."""
+"""What every extractor shares: the settings, the error, the context header and text pieces."""
 
 from __future__ import annotations
 
 import os
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from launcher.errors import LauncherError
+from launcher.extract.chunk import TokenBudget, approximate_budget, chunk_text, split_line
 from launcher.records import FileRecord, Locator, Piece
 
 
@@ -19,9 +20,9 @@ class ExtractError(LauncherError):
 class ExtractSettings:
     """Limits and sampling choices for extraction; the defaults suit a laptop."""
 
-    chunk_lines: int = 40  # lines per text chunk
-    chunk_overlap_lines: int = 8  # lines repeated at the start of the next chunk, for context
-    max_chunk_chars: int = 2000  # a chunk ends early at this size; longer lines are split
+    # How the model counts tokens and how many one piece may hold; the indexer sets it from the
+    # model in use (None: a model-free estimate, for extraction outside an indexing run).
+    budget: TokenBudget | None = field(default=None, compare=False)
     max_text_bytes: int = 8 * 1024 * 1024  # text beyond this is not read (logged)
     max_image_pixels: int = 64_000_000  # decompression-bomb cap; --max-image-mp
     render_max_side: int = 1024  # longest side in pixels of rendered PDF pages and video frames
@@ -37,54 +38,29 @@ def context_of(record: FileRecord) -> str:
     return f"{os.path.basename(record.path)}\n{record.path}"
 
 
-def split_long(line: str, max_chars: int) -> list[str]:
-    """A line cut into parts of at most `max_chars`, preferring to cut at a space."""
-    parts: list[str] = []
-    max_chars = max(1, max_chars)  # a zero limit would never finish
-    while len(line) > max_chars:
-        cut = line.rfind(" ", max_chars // 2, max_chars)
-        cut = cut + 1 if cut > 0 else max_chars
-        parts.append(line[:cut])
-        line = line[cut:]
-    parts.append(line)
-    return parts
+def fit_context(context: str, budget: TokenBudget) -> str:
+    """The context header, shortened when it would leave a piece too little room (a very deep path).
 
-
-def chunk_lines(
-    lines: Iterable[tuple[int, str]],
-    *,
-    max_lines: int,
-    overlap: int,
-    max_chars: int,
-) -> Iterator[tuple[int, int, str]]:
-    """Group numbered lines into (first line, last line, text) chunks with `overlap` lines repeated.
-
-    A chunk ends at `max_lines` lines or `max_chars` characters, whichever comes first. A line longer
-    than `max_chars` is split into parts that keep its line number. Chunks with no visible text are
-    dropped. Line numbers may have gaps (blank spreadsheet rows), so they are carried, not counted.
+    The file name stays; the folder path loses its middle, marked with an ellipsis.
     """
-    max_lines, max_chars = max(1, max_lines), max(1, max_chars)  # zero limits would never finish
-    units: list[tuple[int, str]] = []
-    for number, line in lines:
-        units.extend((number, part) for part in split_long(line, max_chars))
-    overlap = max(0, min(overlap, max_lines - 1))
-    start = 0
-    while start < len(units):
-        end, size = start, 0
-        while end < len(units) and end - start < max_lines:
-            # +1 for the newline that joins lines; always take at least one unit.
-            if end > start and size + len(units[end][1]) + 1 > max_chars:
-                break
-            size += len(units[end][1]) + 1
-            end += 1
-        text = "\n".join(part for _, part in units[start:end])
-        if text.strip():
-            yield units[start][0], units[end - 1][0], text
-        if end >= len(units):
-            break
-        # Step back by the overlap, but by at most a quarter of a short chunk (cut early by max_chars)
-        # so that chunks never become near-copies of each other.
-        start = end - min(overlap, (end - start) // 4)
+    room = min(budget.target, budget.limit // 2)
+    if budget.body_limit(context) >= room:
+        return context
+    name, _, path = context.partition("\n")
+    folder = os.path.dirname(path)
+    for short in [f"{name}\n{folder[: keep // 2]}…{folder[-keep // 2 :]}" for keep in (200, 100, 40)] + [
+        name
+    ]:
+        if budget.body_limit(short) >= room:
+            return short
+    return split_first(name, budget, room)
+
+
+def split_first(name: str, budget: TokenBudget, room: int) -> str:
+    """A name so long that it alone crowds out the text: its first part that leaves `room` tokens."""
+    spans = split_line(name, max(1, budget.limit // 4), budget.count)
+    short = name[: spans[0][1]]
+    return short if budget.body_limit(short) >= room else ""
 
 
 def text_pieces(
@@ -94,30 +70,30 @@ def text_pieces(
     *,
     page: int | None = None,
     sheet: str | None = None,
-    max_lines: int | None = None,
 ) -> Iterator[Piece]:
-    """Chunked text pieces of numbered lines, each with its line range (and page or sheet if given).
+    """Text pieces of numbered lines, measured in the model's tokens, each with its line range (and
+    page or sheet if given; a character span where a line was split).
 
     A page (PDF page, slide) whose text fits one chunk gets the page alone as its locator.
-    `max_lines` overrides settings.chunk_lines (PDF pages chunk by size only: their lines are short).
     """
-    context = context_of(record)
-    chunks = list(
-        chunk_lines(
-            lines,
-            max_lines=max_lines or settings.chunk_lines,
-            overlap=settings.chunk_overlap_lines,
-            max_chars=settings.max_chunk_chars,
-        )
-    )
-    whole_page = page is not None and len(chunks) == 1
-    for first, last, text in chunks:
+    budget = settings.budget or approximate_budget()
+    context = fit_context(context_of(record), budget)
+    chunks = list(chunk_text(lines, budget, context))
+    whole_page = page is not None and len(chunks) == 1 and chunks[0].char_end is None
+    for chunk in chunks:
         locator = (
             Locator(page=page)
             if whole_page
-            else Locator(page=page, sheet=sheet, line_start=first, line_end=last)
+            else Locator(
+                page=page,
+                sheet=sheet,
+                line_start=chunk.first_line,
+                line_end=chunk.last_line,
+                char_start=chunk.char_start,
+                char_end=chunk.char_end,
+            )
         )
-        yield Piece(text=text, locator=locator, context=context, modality="text")
+        yield Piece(text=chunk.text, locator=locator, context=context, modality="text")
 
 
 # Only the newlines editors count, so that line numbers match what an editor shows (str.splitlines

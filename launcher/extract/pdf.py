@@ -26,7 +26,6 @@ from launcher.records import FileRecord, Locator, Piece
 log = logging.getLogger(__name__)
 
 _PDFIUM_LOCK = threading.Lock()
-_NO_LINE_LIMIT = 1_000_000  # PDF lines are short layout lines: page text is chunked by size only
 _SNIPPET_CHARS = 300  # page text kept on a page's image piece, for snippets and keyword search
 _LOAD_ERRORS = {
     pdfium_c.FPDF_ERR_FILE: "cannot open the file",
@@ -51,9 +50,7 @@ def extract_pdf(record: FileRecord, settings: ExtractSettings) -> Iterator[Piece
             with _PDFIUM_LOCK:
                 text, rendered = _read_page(doc, number, settings)
             if text.strip():
-                yield from text_pieces(
-                    record, numbered(text), settings, page=number, max_lines=_NO_LINE_LIMIT
-                )
+                yield from text_pieces(record, numbered(text), settings, page=number)
             if rendered is not None:
                 image = _lazy_png(rendered)  # outside the lock: other threads may use PDFium meanwhile
                 snippet = " ".join(text.split())[:_SNIPPET_CHARS]

@@ -35,6 +35,25 @@ def extract_text(record: FileRecord, settings: ExtractSettings) -> Iterator[Piec
     yield from text_pieces(record, numbered(text), settings)
 
 
+def looks_like_text(path: str) -> bool:
+    """Whether a file of unknown type reads as text: its first 64 KiB decode without nul bytes or
+    too many control characters (a multi-byte character cut at the sample's end is allowed)."""
+    try:
+        with open(path, "rb") as f:
+            sample = f.read(_SAMPLE)
+    except OSError:
+        return False
+    if b"\x00" in sample and _utf16_without_bom(sample[: len(sample) // 2 * 2]) is None:
+        return False
+    try:
+        decode(sample)
+    except ExtractError:
+        return False
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def read_limited(path: str, limit: int) -> bytes:
     """The file's bytes up to `limit`, cut back to the last whole line when the file is longer."""
     with open(path, "rb") as f:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from launcher.engine.base import ImageSource
+from launcher.engine.prompt import as_utf8
 from launcher.errors import InputError
 
 SYSTEM_PROMPT = (
@@ -67,7 +68,7 @@ class RerankPair:
 
 
 def _side(prefix: str, item: RerankInput, image_placeholder: str) -> str:
-    parts = [image_placeholder] * len(item.images) + list(item.texts)
+    parts = [image_placeholder] * len(item.images) + [as_utf8(t) for t in item.texts]
     return prefix + ("".join(parts) if parts else EMPTY_SIDE)
 
 

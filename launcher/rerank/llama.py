@@ -35,14 +35,15 @@ from launcher.engine.gguf_meta import _read, _read_str, _read_value
 from launcher.engine.imageprep import FACTOR, prepare_image
 from launcher.engine.llama import (
     CHAT_ARCHITECTURES,
+    IMAGE_SLOT,
     LlamaOptions,
     _init_backend,
     _load_ggml_base,
     _NormCapture,
     default_threads,
     file_fingerprint,
+    mtmd_tokenize_prompt,
 )
-from launcher.engine.prompt import MEDIA_MARKER
 from launcher.errors import InputError, InputTooLong, LauncherError, ModelError
 from launcher.rerank.base import (
     KEPT_TAIL,
@@ -289,7 +290,6 @@ class LlamaReranker(Reranker):
             mparams_mt.n_threads = self.n_threads  # mtmd's default is hard-coded to 4
             mparams_mt.print_timings = False
             mparams_mt.warmup = False
-            mparams_mt.media_marker = MEDIA_MARKER.encode()
             # Our bitmaps are already resized to the reference grid; bounds wide enough that mtmd keeps them.
             mparams_mt.image_min_tokens = max(1, opts.image_min_pixels // (FACTOR * FACTOR))
             mparams_mt.image_max_tokens = max(1, opts.image_max_pixels // (FACTOR * FACTOR))
@@ -476,7 +476,7 @@ class LlamaReranker(Reranker):
             prepare_image(img, min_pixels=opts.image_min_pixels, max_pixels=opts.image_max_pixels)
             for img in images
         ]
-        prompt = build_prompt(pair, image_placeholder=MEDIA_MARKER).encode("utf-8")
+        prompt = build_prompt(pair, image_placeholder=IMAGE_SLOT)
         bitmaps: list[Any] = []
         chunks = None
         try:
@@ -486,16 +486,7 @@ class LlamaReranker(Reranker):
                 if not bitmap:
                     raise LauncherError("mtmd could not allocate an image bitmap")
                 bitmaps.append(bitmap)
-            text = mt.mtmd_input_text()
-            text.text = prompt
-            text.text_len = len(prompt)
-            text.add_special = False
-            text.parse_special = True
-            chunks = mt.mtmd_input_chunks_init()
-            arr = (mt.mtmd_bitmap_p_ctypes * len(bitmaps))(*bitmaps)
-            rc = mt.mtmd_tokenize(self._mctx, chunks, ctypes.byref(text), arr, len(bitmaps))
-            if rc != 0:
-                raise LauncherError(f"mtmd could not tokenize the input (code {rc})")
+            chunks = mtmd_tokenize_prompt(self._mctx, prompt, bitmaps)
             return self._eval_chunks(chunks)
         finally:
             if chunks:

@@ -185,3 +185,23 @@ def test_a_failing_piece_fails_alone_and_nothing_stays_pending(small_ctx_vl: Any
     assert changed.pieces_failed == 0 and changed.pieces_embedded == 1
     st = Store.open(index).stats()
     assert st.failed_pieces == 0 and st.pending == 0 and st.embedded == st.pieces
+
+
+def test_the_watcher_settles_a_failing_piece_and_goes_on(small_ctx_vl: Any, tmp_path: Path) -> None:
+    from tests.test_watch import settle, until, watching
+
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "first.txt").write_text("A first note.\n", encoding="utf-8")
+    index = tmp_path / "index"
+    with watching(index, [folder], small_ctx_vl) as w:
+        Image.new("RGB", (512, 512), (10, 90, 200)).save(folder / "big.png")  # fails: over the context
+        until(lambda: Store.open(index).stats().failed_pieces == 1, "the failed picture")
+        (folder / "after.txt").write_text("A note written after the bad picture.\n", encoding="utf-8")
+        until(lambda: Store.open(index).file_by_path(str(folder / "after.txt")) is not None, "the next file")
+        status = settle(w)
+        st = Store.open(index).stats()
+        assert st.pending == 0 and st.failed_pieces == 1 and st.embedded == st.pieces - 1
+        # Idle means idle: the failed piece is not retried in a loop.
+        embedded_before = status["totals"]["pieces_embedded"]
+        assert settle(w)["totals"]["pieces_embedded"] == embedded_before

@@ -21,6 +21,7 @@ from launcher.indexer import Indexer, IndexOptions, embed_input_for, token_budge
 from launcher.records import FileRecord, Piece
 from launcher.scan import kind_of
 from launcher.store import Store
+from tests.test_extract import located
 
 GPL = Path("/usr/share/common-licenses/GPL-3")
 
@@ -33,15 +34,6 @@ def record(path: Path) -> FileRecord:
 def pieces_for(embedder: Any, path: Path, **options: Any) -> list[Piece]:
     budget = token_budget(embedder, IndexOptions(**options))
     return extract(record(path), settings=ExtractSettings(budget=budget))
-
-
-def located(lines: list[str], p: Piece) -> str:
-    loc = p.locator
-    assert loc.line_start is not None and loc.line_end is not None
-    seg = lines[loc.line_start - 1 : loc.line_end]
-    if len(seg) == 1:
-        return seg[0][loc.char_start or 0 : loc.char_end]
-    return "\n".join([seg[0][loc.char_start or 0 :], *seg[1:-1], seg[-1][: loc.char_end]])
 
 
 @pytest.mark.skipif(not GPL.exists(), reason="Debian's common-licenses are not installed")

@@ -63,8 +63,9 @@ def pixel(image: Image.Image, xy: tuple[int, int]) -> tuple[int, ...]:
 def words_budget(target: int, overlap: int = 0, limit: int = 10_000) -> TokenBudget:
     """A model-free budget that counts whitespace-separated words (the real models' own budgets are
     tested with their tokenizers in test_chunk.py)."""
-    return TokenBudget(count=lambda t: len(t.split()), overhead=lambda ctx: 0, limit=limit, target=target,
-                       overlap=overlap)
+    return TokenBudget(
+        count=lambda t: len(t.split()), overhead=lambda ctx: 0, limit=limit, target=target, overlap=overlap
+    )
 
 
 def test_text_chunks_along_lines_with_overlap(tmp_path: Path) -> None:

@@ -219,7 +219,8 @@ def index(
     retry_failed: Annotated[
         bool,
         typer.Option(
-            "--retry-failed", help="Read failed files again and embed failed pieces again (else: when they change)."
+            "--retry-failed",
+            help="Read failed files again and embed failed pieces again (else: when they change).",
         ),
     ] = False,
     chunk_tokens: Annotated[

@@ -62,3 +62,9 @@ class NotRunning(ServerError):
 
 class NotIndexed(LauncherError):
     """The window was asked to open, reveal or copy a path that is not in the index."""
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message (at most `limit` characters), '' when it has none."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else ""

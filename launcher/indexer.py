@@ -27,7 +27,7 @@ from typing import Any
 from launcher import diff as diff_stage
 from launcher import scan as scan_stage
 from launcher.engine import DOCUMENT_INSTRUCTION, Embedder, EmbedInput
-from launcher.errors import LauncherError
+from launcher.errors import LauncherError, first_line
 from launcher.extract import ExtractError, ExtractSettings, extract
 from launcher.extract.chunk import TokenBudget
 from launcher.records import FileRecord, Piece, Skip
@@ -484,8 +484,9 @@ class Indexer:
             if failed:
                 writer.fail_pieces(file_id, failed)
                 report.pieces_failed += len(failed)
-                report.failed.append(Skip(rec.path, writer.file(file_id).error or ""))  # type: ignore[union-attr]
-                log.info("%s: %s", rec.path, writer.file(file_id).error)  # type: ignore[union-attr]
+                summary = writer.file(file_id).error or ""  # type: ignore[union-attr]
+                report.failed.append(Skip(rec.path, summary))
+                log.info("%s: %s", rec.path, summary)
             if report.interrupted:
                 break
             now = time.monotonic()
@@ -585,7 +586,7 @@ def failure_reason(exc: BaseException) -> str:
         return str(exc)
     if isinstance(exc, MemoryError):
         return "out of memory while embedding this piece"
-    detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+    detail = first_line(exc)
     return f"unexpected {type(exc).__name__} while embedding" + (f": {detail}" if detail else "")
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Generator
 
+from launcher.errors import first_line
 from launcher.extract.base import ExtractError, ExtractSettings, context_of
 from launcher.records import FileRecord, Piece
 
@@ -81,5 +82,5 @@ def iter_extract(
     except Exception as exc:
         # A library tripping over a hostile file in a way we did not foresee: still one line, and the
         # class name says where to look.
-        detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        detail = first_line(exc)
         raise ExtractError(f"unexpected {type(exc).__name__}" + (f": {detail}" if detail else "")) from exc

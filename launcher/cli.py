@@ -611,55 +611,38 @@ def doctor(
 def models_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print the catalogue as JSON.")] = False,
 ) -> None:
-    """Known models, whether they are downloaded, and where they are."""
+    """Known models, where their files come from, and whether they are installed and verified."""
     from launcher import models
 
-    rows = []
-    for e in models.CATALOG:
-        path, mm = models.pulled_path(e)
-        rows.append(
-            {
-                "name": e.name,
-                "role": e.role,
-                "size_gb": e.size_gb,
-                "downloaded": models.is_pulled(e),
-                "path": str(path),
-                "mmproj": str(mm) if mm else None,
-                "repo": e.repo,
-                "description": e.description,
-            }
-        )
-    bundled = models.bundled_text_model()
-    rows.append(
-        {
-            "name": "minilm",
-            "role": "embedding",
-            "size_gb": round(bundled.stat().st_size / 1e9, 3) if bundled.is_file() else 0.025,
-            "downloaded": bundled.is_file(),
-            "path": str(bundled),
-            "mmproj": None,
-            "repo": "bundled",
-            "description": "all-MiniLM-L6-v2 Q8_0, 384 dims, text only (bundled, offline default)",
-        }
-    )
+    rows = models.catalogue_rows()
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
     for r in rows:
-        mark = "*" if r["downloaded"] else " "
-        typer.echo(f"{mark} {r['name']:<24} {r['role']:<10} {r['size_gb']:>5.1f} GB  {r['description']}")
-    typer.echo("(* = on disk; `launcher models pull NAME` downloads one)")
+        mark = "*" if r["on_disk"] else " "
+        state = "" if r["state"] in ("installed", "absent", "bundled") else f" [{r['state']}]"
+        typer.echo(
+            f"{mark} {r['name']:<26} {r['role']:<10} {r['size_gb']:>5.2f} GB  {r['description']}{state}"
+        )
+        where = (
+            f"{r['repo']} @ {r['revision'][:12]}"
+            if r["revision"]
+            else f"{r['repo']} (main, checked against the hub)"
+        )
+        typer.echo(f"  {'':<26} {r['origin']}: {where}" if r["repo"] else f"  {'':<26} {r['origin']}")
+    typer.echo("(* = installed and verified; `launcher models pull NAME` downloads and checks one)")
 
 
 @models_app.command("pull")
 def models_pull(
     name: Annotated[str, typer.Argument(help="A catalogue name from `launcher models list`.")],
 ) -> None:
-    """Download a model and its mmproj from Hugging Face (resumable)."""
+    """Download a model and its mmproj from Hugging Face (resumable), check their sha256 and GGUF
+    headers, and install them; files copied in by hand are checked the same way."""
     from launcher import models
 
     path, mm = models.pull(name)
-    typer.echo(f"{name}: {path}" + (f" + {mm.name}" if mm else ""))
+    typer.echo(f"{name}: verified and installed: {path}" + (f" + {mm.name}" if mm else ""))
 
 
 def main() -> None:

@@ -381,7 +381,15 @@ def doctor_report() -> dict[str, Any]:
     found: dict[str, str] = {}
     for e in models.CATALOG:
         path, _ = models.pulled_path(e)
-        found[e.name] = str(path) if models.is_pulled(e) else "not downloaded"
+        state = models.install_state(e)
+        found[e.name] = (
+            str(path)
+            if state == "installed"
+            else {
+                "unverified": f"not verified: run `launcher models pull {e.name}` to check {models.folder(e)}",
+                "partial": "partly downloaded: `launcher models pull` resumes",
+            }.get(state, "not downloaded")
+        )
     bundled = models.bundled_text_model()
     found["minilm (bundled)"] = str(bundled) if bundled.is_file() else "missing"
     return {

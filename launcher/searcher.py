@@ -85,6 +85,8 @@ class Searcher:
         self.index_dir = Path(index_dir)
         # Partition lists searched per query (search.DEFAULT_PROBE when unset; 0: exact).
         self.probe = probe if probe is not None else config.resolve("search_probe")
+        chosen = config.resolve("min_score")  # a user's setting wins over the model's floor
+        self._min_score: float | None = float(chosen) if chosen is not None else None
         self.store = open_store(self.index_dir)
         self.warm_in_background()
         self._model_arg = model
@@ -108,6 +110,21 @@ class Searcher:
                 bool(hint.get("mmproj")),
             )
         return resolve_model(None, self._mmproj_arg)
+
+    @property
+    def min_score(self) -> float:
+        """The score floor when a query sets none: the index's model's (launcher.models.min_score_for)."""
+        from launcher.models import min_score_for
+
+        if self._min_score is not None:
+            return self._min_score
+        ident = self.store.identity
+        dims = ident.get("dims")
+        return min_score_for(
+            str(ident.get("model_file", "")),
+            str(ident.get("architecture", "")),
+            int(dims) if isinstance(dims, int) else None,
+        )
 
     @property
     def embedder(self) -> Embedder:
@@ -173,7 +190,7 @@ class Searcher:
             under=query.under,
             modified_after=query.after,
             modified_before=query.before,
-            min_score=query.min_score,
+            min_score=self.min_score if query.min_score is None else query.min_score,
             probe=self.probe,
         )
 
@@ -204,7 +221,7 @@ class Searcher:
             under=query.under,
             modified_after=query.after,
             modified_before=query.before,
-            min_score=query.min_score,
+            min_score=self.min_score if query.min_score is None else query.min_score,
             probe=self.probe,
         )
         return [h for h in hits if h.file_id != piece.file_id][: query.top_k]

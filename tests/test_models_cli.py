@@ -28,33 +28,60 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
     )
 
 
-def test_default_model_is_the_bundled_text_model_until_a_qwen_model_is_pulled() -> None:
-    assert models.resolve_model(None).name == "all-minilm-l6-v2"
+def test_models_list_json() -> None:
+    rows = json.loads(cli("models", "list", "--json").stdout)
+    names = {r["name"]: r for r in rows}
+    assert {"qwen3-vl-embedding-2b", "qwen3-vl-embedding-8b", "qwen3-vl-reranker-2b", "minilm"} <= set(names)
+    assert names["minilm"]["on_disk"] is True and names["qwen3-vl-embedding-2b"]["on_disk"] is False
+    for r in rows:
+        assert r["role"] in ("embedding", "reranker") and isinstance(r["description"], str)
+        assert r["revision"] is None or re.fullmatch(r"[0-9a-f]{40}", r["revision"])
+        for f in r["files"]:
+            assert set(f) == {"kind", "name", "size", "sha256"} and f["kind"] in ("model", "mmproj")
+    two_b = names["qwen3-vl-embedding-2b"]
+    assert two_b["repo"] == "DevQuasar/Qwen.Qwen3-VL-Embedding-2B-GGUF"
+    assert two_b["revision"] == "6a1b927414664e0e17dd379913e3416a1ae1b48d"
+    assert two_b["files"] == [
+        {
+            "kind": "model",
+            "name": "Qwen.Qwen3-VL-Embedding-2B.Q4_K_M.gguf",
+            "size": 1107410528,
+            "sha256": "42a4ebc629ecc6514649e12b1529b857f54900273bb854f853c970fb90edd09d",
+        },
+        {
+            "kind": "mmproj",
+            "name": "mmproj-Qwen.Qwen3-VL-Embedding-2B.f16.gguf",
+            "size": 819395136,
+            "sha256": "3f89a7768ffa6606935319f71bf56bb71871249ba549bf1080a0caea7a088613",
+        },
+    ]
+    assert names["qwen3-vl-reranker-2b"]["revision"] is None  # checked against the hub's metadata
+
+
+def test_models_list_says_whose_conversions_they_are() -> None:
+    proc = cli("models", "list")
+    assert proc.returncode == 0, proc.stderr
+    assert "third-party conversion by DevQuasar of Qwen/Qwen3-VL-Embedding-2B" in proc.stdout
+    assert "third-party conversion by bealore of Qwen/Qwen3-VL-Reranker-2B" in proc.stdout
+    assert "DevQuasar/Qwen.Qwen3-VL-Embedding-2B-GGUF @ 6a1b92741466" in proc.stdout
+
+
+def test_files_copied_by_hand_are_not_used_until_checked() -> None:
     e = models.entry("qwen3-vl-embedding-2b")
     assert e is not None
     model, mmproj = models.pulled_path(e)
     model.parent.mkdir(parents=True)
     shutil.copy(TINY_F16, model)
-    assert models.resolve_model(None).name == "all-minilm-l6-v2"  # mmproj still missing: not complete
+    assert models.install_state(e) == "partial" and models.resolve_model(None).name == "all-minilm-l6-v2"
     assert mmproj is not None
     shutil.copy(TINY_MMPROJ, mmproj)
-    chosen = models.resolve_model(None)
-    assert chosen.name == "qwen3-vl-embedding-2b" and chosen.multimodal and chosen.mmproj == mmproj
-
-
-def test_models_list_json() -> None:
-    rows = json.loads(cli("models", "list", "--json").stdout)
-    names = {r["name"]: r for r in rows}
-    assert {"qwen3-vl-embedding-2b", "qwen3-vl-embedding-8b", "qwen3-vl-reranker-2b", "minilm"} <= set(names)
-    assert names["minilm"]["downloaded"] is True and names["qwen3-vl-embedding-2b"]["downloaded"] is False
-
-
-def test_pull_offline_is_one_clear_line() -> None:
-    proc = cli("models", "pull", "qwen3-vl-embedding-2b", env={"HF_HUB_OFFLINE": "1"})
-    assert proc.returncode == 1
-    assert proc.stderr.strip().count("\n") == 0 and "you seem to be offline" in proc.stderr
-    proc = cli("models", "pull", "no-such-model")
-    assert proc.returncode == 1 and "unknown model 'no-such-model'" in proc.stderr
+    assert models.install_state(e) == "unverified"
+    assert models.resolve_model(None).name == "all-minilm-l6-v2"
+    listed = {r["name"]: r for r in json.loads(cli("models", "list", "--json").stdout)}
+    assert listed[e.name]["state"] == "unverified" and listed[e.name]["on_disk"] is False
+    proc = cli("models", "pull", e.name, env={"HF_HUB_OFFLINE": "1"})  # pinned sums: checked offline
+    assert proc.returncode == 3 and proc.stderr.count("\n") == 1
+    assert proc.stderr.startswith(f"error: checksum failed for {model}") and "delete it" in proc.stderr
 
 
 def test_unknown_model_name() -> None:

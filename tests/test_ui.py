@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 
 from demo_launcher import make_sample
-from launcher import models
 from tests.conftest import FIXTURES, MINILM, TINY_F16, TINY_MMPROJ
 from tests.launched import (
     CHROMIUM_ARGS,
@@ -377,19 +376,13 @@ def test_rerank_without_a_model_says_how_to_get_one(window: Window) -> None:
 @pytest.fixture(scope="module")
 def rerank_server(text_server: tuple[Launched, Path]) -> Iterator[tuple[Launched, Path]]:
     """A second process on the text server's index with the `rerank` setting on, `rerank_top` 2, and
-    the tiny reranker where `launcher models pull qwen3-vl-reranker-2b` puts the real one (no
-    `reranker` setting)."""
+    the tiny reranker given by path (`reranker` setting; a pulled one must pass its checksums,
+    which the tiny one cannot: tests/test_pull.py covers pulled files)."""
     text, docs = text_server
     home = text.home.parent / "home-rerank"
-    entry = models.entry("qwen3-vl-reranker-2b")
-    assert entry is not None and entry.mmproj is not None
-    pulled = home / "models" / entry.name
-    pulled.mkdir(parents=True)
-    shutil.copy(RERANKER, pulled / entry.file)
-    shutil.copy(RERANKER_MMPROJ, pulled / entry.mmproj)
     env = {
         "HOME": str(text.home.parent),
-        "LAUNCHER_RERANKER": "",
+        "LAUNCHER_RERANKER": str(RERANKER),
         "LAUNCHER_RERANK": "1",
         "LAUNCHER_RERANK_TOP": "2",
     }
@@ -432,12 +425,7 @@ def test_rerank_switch_shows_both_scores_in_the_rerankers_order(
     ] + [f"retrieval {h['scores']['retrieval']:.2f}" for h in hits[top:]]
     # And that list is the reranker's order: the same reranker files run here on the retrieved hits.
     plain = launched.post("/api/search", {"text": text, "top_k": TOP_K, "rerank": False}).json()["hits"]
-    entry = models.entry("qwen3-vl-reranker-2b")
-    assert entry is not None and entry.mmproj is not None
-    pulled = launched.home / "models" / entry.name
-    with load_reranker(
-        pulled / entry.file, pulled / entry.mmproj, options=_engine_options(2, None, None)
-    ) as rr:
+    with load_reranker(RERANKER, None, options=_engine_options(2, None, None)) as rr:
         store = open_store(launched.home.parent / "home" / "index")
         direct = rerank_hits(store, rr, text, None, [hit_from_json(h) for h in plain], top_n=top)
     assert [h.path for h in direct] == [h["path"] for h in hits]

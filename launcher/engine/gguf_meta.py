@@ -7,6 +7,7 @@ sees it, and for `launcher models list` / `doctor`. Arrays (the vocabulary) are 
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -64,8 +65,26 @@ def _read_value(f: BinaryIO, vtype: int) -> MetaValue:
     raise ValueError(f"unknown gguf value type {vtype}")
 
 
-def read_metadata(path: str | Path) -> dict[str, MetaValue]:
-    """All scalar and string metadata of a GGUF file; raises ModelError if it is not one."""
+@dataclass(frozen=True)
+class TensorInfo:
+    """One tensor's entry in a GGUF header: its shape, ggml type and offset into the data section."""
+
+    dims: tuple[int, ...]
+    ggml_type: int
+    offset: int
+
+
+@dataclass(frozen=True)
+class Header:
+    """A GGUF header: scalar/string metadata, tensor entries, and where the tensor data starts."""
+
+    meta: dict[str, MetaValue]
+    tensors: dict[str, TensorInfo]
+    data_start: int
+
+
+def read_header(path: str | Path, *, tensors: bool = True) -> Header:
+    """Metadata (and tensor entries) of a GGUF file; raises ModelError if it is not one."""
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"model file not found: {path}")
@@ -74,19 +93,39 @@ def read_metadata(path: str | Path) -> dict[str, MetaValue]:
             if _read(f, 4) != GGUF_MAGIC:
                 raise ModelError(f"not a gguf model file: {path}")
             (version,) = struct.unpack("<I", _read(f, 4))
-            _n_tensors, n_kv = struct.unpack("<QQ", _read(f, 16))
+            n_tensors, n_kv = struct.unpack("<QQ", _read(f, 16))
             meta: dict[str, MetaValue] = {"gguf.version": version}
             for _ in range(n_kv):
                 key = _read_str(f)
                 (vtype,) = struct.unpack("<I", _read(f, 4))
                 meta[key] = _read_value(f, vtype)
-            return meta
+            infos: dict[str, TensorInfo] = {}
+            if not tensors:
+                return Header(meta, infos, 0)
+            if n_tensors > 1 << 20:
+                raise ValueError(f"{n_tensors} tensors")
+            for _ in range(n_tensors):
+                name = _read_str(f)
+                (n_dims,) = struct.unpack("<I", _read(f, 4))
+                if n_dims > 8:
+                    raise ValueError(f"tensor {name} has {n_dims} dimensions")
+                dims = struct.unpack(f"<{n_dims}Q", _read(f, 8 * n_dims))
+                ggml_type, offset = struct.unpack("<IQ", _read(f, 12))
+                infos[name] = TensorInfo(tuple(dims), ggml_type, offset)
+            alignment = meta.get("general.alignment")
+            align = alignment if isinstance(alignment, int) and alignment > 0 else 32
+            return Header(meta, infos, -(-f.tell() // align) * align)
     except ModelError:
         raise
     except EOFError:
         raise ModelError(f"corrupt gguf model file: {path} (truncated)") from None
     except (ValueError, struct.error, OSError) as exc:
         raise ModelError(f"corrupt gguf model file: {path} ({exc})") from None
+
+
+def read_metadata(path: str | Path) -> dict[str, MetaValue]:
+    """All scalar and string metadata of a GGUF file; raises ModelError if it is not one."""
+    return read_header(path, tensors=False).meta
 
 
 def architecture(meta: dict[str, MetaValue]) -> str:

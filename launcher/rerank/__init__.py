@@ -50,6 +50,8 @@ def resolve_reranker(model: str | Path | None, mmproj: str | Path | None = None)
             if e is not None and models.is_pulled(e):
                 path, mm = models.pulled_path(e)
                 return path, Path(mmproj).expanduser() if mmproj else mm
+            if e is not None and models.install_state(e) == "unverified":
+                raise ModelError(models.unverified_note(e))
         raise ModelError(
             f"no reranker model: {PULL_HINT} (or give a reranker .gguf file or a Hugging Face folder)"
         )
@@ -57,6 +59,8 @@ def resolve_reranker(model: str | Path | None, mmproj: str | Path | None = None)
     if e is not None:
         if e.role != "reranker":
             raise ModelError(f"{e.name} is an {e.role} model, not a reranker: {PULL_HINT}")
+        if models.install_state(e) == "unverified":
+            raise ModelError(models.unverified_note(e))
         if not models.is_pulled(e):
             raise ModelError(
                 f"no reranker model: {e.name} is not downloaded; run `launcher models pull {e.name}`"

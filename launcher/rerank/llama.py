@@ -20,7 +20,6 @@ import contextlib
 import ctypes
 import logging
 import math
-import struct
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,7 +30,6 @@ import numpy as np
 from llama_cpp import mtmd_cpp as mt
 
 from launcher.engine import gguf_meta
-from launcher.engine.gguf_meta import _read, _read_str, _read_value
 from launcher.engine.imageprep import FACTOR, prepare_image
 from launcher.engine.llama import (
     CHAT_ARCHITECTURES,
@@ -74,37 +72,23 @@ def _not_a_reranker(path: Path, why: str) -> ModelError:
 
 def read_head(path: Path) -> tuple[np.ndarray, str]:
     """The (2, hidden) float32 yes/no rows of `cls.output.weight`, dequantized by ggml, and their type."""
+    header = gguf_meta.read_header(path)
+    info = header.tensors.get(HEAD_TENSOR)
+    if info is None:
+        raise _not_a_reranker(path, f"no {HEAD_TENSOR} tensor")
+    dims, ggml_type = list(info.dims), info.ggml_type
+    if len(dims) != 2 or dims[1] != 2:
+        raise _not_a_reranker(path, f"{HEAD_TENSOR} has shape {dims}, expected [hidden, 2]")
+    ggml = _ggml_dequant()
+    row_bytes = int(ggml.ggml_row_size(ggml_type, dims[0]))
     try:
         with path.open("rb") as f:
-            f.seek(8)  # magic and version, checked by gguf_meta.read_metadata
-            n_tensors, n_kv = struct.unpack("<QQ", _read(f, 16))
-            alignment = 32
-            for _ in range(n_kv):
-                key = _read_str(f)
-                (vtype,) = struct.unpack("<I", _read(f, 4))
-                value = _read_value(f, vtype)
-                if key == "general.alignment" and isinstance(value, int):
-                    alignment = value
-            found: tuple[list[int], int, int] | None = None
-            for _ in range(n_tensors):
-                name = _read_str(f)
-                (n_dims,) = struct.unpack("<I", _read(f, 4))
-                dims = list(struct.unpack(f"<{n_dims}Q", _read(f, 8 * n_dims)))
-                ggml_type, offset = struct.unpack("<IQ", _read(f, 12))
-                if name == HEAD_TENSOR:
-                    found = (dims, ggml_type, offset)
-            if found is None:
-                raise _not_a_reranker(path, f"no {HEAD_TENSOR} tensor")
-            dims, ggml_type, offset = found
-            data_start = -(-f.tell() // alignment) * alignment
-            if len(dims) != 2 or dims[1] != 2:
-                raise _not_a_reranker(path, f"{HEAD_TENSOR} has shape {dims}, expected [hidden, 2]")
-            ggml = _ggml_dequant()
-            row_bytes = int(ggml.ggml_row_size(ggml_type, dims[0]))
-            f.seek(data_start + offset)
-            raw = _read(f, 2 * row_bytes)
-    except (EOFError, struct.error, OSError) as exc:
+            f.seek(header.data_start + info.offset)
+            raw = f.read(2 * row_bytes)
+    except OSError as exc:
         raise ModelError(f"corrupt gguf model file: {path} ({type(exc).__name__})") from None
+    if len(raw) != 2 * row_bytes:
+        raise ModelError(f"corrupt gguf model file: {path} (truncated)")
     traits = ggml.ggml_get_type_traits(ggml_type).contents
     type_name = (traits.type_name or b"?").decode()
     if ggml_type == GGML_TYPE_F32:

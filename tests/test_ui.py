@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -231,8 +232,13 @@ def test_keyboard_open_reveal_copy(window: Window, text_server: tuple[Launched, 
     assert clip == str(docs / "travel" / "lisbon itinerary.md")
     window.page.evaluate("navigator.clipboard.writeText('')")
     window.query.press("Control+Shift+C")  # the other binding for the same thing
-    window.page.wait_for_function("() => navigator.clipboard.readText().then((t) => t.length > 0)")
-    assert window.page.evaluate("navigator.clipboard.readText()") == clip
+    # Poll the clipboard from here: a predicate that returns readText()'s promise is truthy at once.
+    deadline = time.monotonic() + 10
+    got = ""
+    while not got and time.monotonic() < deadline:
+        got = window.page.evaluate("navigator.clipboard.readText()")
+        time.sleep(0.05)
+    assert got == clip
     assert len(launched.lines("opened.txt")) == opened + 1  # only Enter opened anything
 
 

@@ -954,3 +954,21 @@ def test_every_piece_names_its_file(tmp_path: Path, pdf_path: Path) -> None:
     for path in (pdf_path, image):
         for piece in run(path):
             assert piece.context == f"{path.name}\n{path}"
+
+
+def test_the_document_title_joins_every_pieces_context(tmp_path: Path) -> None:
+    """A piece deep in a long page carries the page's title in its context header (the HTML <title>,
+    a Markdown document's first heading); a file without one keeps the plain header."""
+    body = "\n".join(f"<p>paragraph {i} about nothing in particular at all</p>" for i in range(60))
+    page = tmp_path / "ch14-03.html"
+    page.write_text(f"<html><head><title> Cargo\n Workspaces </title></head><body>{body}</body></html>")
+    notes = tmp_path / "notes.md"
+    notes.write_text("intro line\n\n# Release checklist\n\n" + "\n".join(f"step {i} of many" for i in range(300)))
+    plain = tmp_path / "plain.txt"
+    plain.write_text("# not a title in a .txt\n" + "\n".join(f"line {i} of text" for i in range(300)))
+    for path, title in ((page, "Cargo Workspaces"), (notes, "Release checklist"), (plain, None)):
+        pieces = run(path, budget=words_budget(40, 5))
+        assert len(pieces) > 3
+        header = f"{path.name}\n{path}"
+        for p in pieces:
+            assert p.context == (f"{header}\n{title}" if title else header)

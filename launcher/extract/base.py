@@ -56,6 +56,19 @@ def fit_context(context: str, budget: TokenBudget) -> str:
     return split_first(name, budget, room)
 
 
+TITLE_CHARS = 160
+
+
+def with_title(context: str, title: str | None, budget: TokenBudget) -> str:
+    """The context header with the document's title as its last line, when there is one and room
+    for it (a piece keeps at least half its target)."""
+    title = " ".join((title or "").split())[:TITLE_CHARS]
+    if not title:
+        return context
+    longer = f"{context}\n{title}"
+    return longer if budget.body_limit(longer) >= min(budget.target, budget.limit // 2) else context
+
+
 def split_first(name: str, budget: TokenBudget, room: int) -> str:
     """A name so long that it alone crowds out the text: its first part that leaves `room` tokens."""
     spans = split_line(name, max(1, budget.limit // 4), budget.count)
@@ -70,14 +83,18 @@ def text_pieces(
     *,
     page: int | None = None,
     sheet: str | None = None,
+    title: str | None = None,
 ) -> Iterator[Piece]:
     """Text pieces of numbered lines, measured in the model's tokens, each with its line range (and
     page or sheet if given; a character span where a line was split).
 
-    A page (PDF page, slide) whose text fits one chunk gets the page alone as its locator.
+    A page (PDF page, slide) whose text fits one chunk gets the page alone as its locator. The
+    document's title (an HTML <title>, a Markdown document's first heading) joins every piece's
+    context header, so a piece deep in a page is embedded knowing what the page is about.
     """
     budget = settings.budget or approximate_budget()
     context = fit_context(context_of(record), budget)
+    context = with_title(context, title, budget)
     chunks = list(chunk_text(lines, budget, context))
     whole_page = page is not None and len(chunks) == 1 and chunks[0].char_end is None
     for chunk in chunks:

@@ -31,9 +31,8 @@ _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9._:-]
 def extract_html(record: FileRecord, settings: ExtractSettings) -> Iterator[Piece]:
     """Chunks of an HTML page's visible text."""
     data = read_limited(record.path, settings.max_text_bytes)
-    yield from text_pieces(
-        record, numbered(html_to_text(decode(data, declared=meta_charset(data)))), settings
-    )
+    parser = _parse(decode(data, declared=meta_charset(data)))
+    yield from text_pieces(record, numbered(parser.text()), settings, title=parser.title_text())
 
 
 def meta_charset(data: bytes) -> str | None:
@@ -44,10 +43,14 @@ def meta_charset(data: bytes) -> str | None:
 
 def html_to_text(markup: str, *, title: bool = True) -> str:
     """The visible text of an HTML document, one block per line, the <title> first unless `title` is False."""
+    return _parse(markup).text(title=title)
+
+
+def _parse(markup: str) -> _TextParser:
     parser = _TextParser()
     parser.feed(markup)
     parser.close()
-    return parser.text(title=title)
+    return parser
 
 
 class _TextParser(HTMLParser):
@@ -111,8 +114,12 @@ class _TextParser(HTMLParser):
         if line.strip():
             self.lines.append(line)
 
+    def title_text(self) -> str:
+        """The <title>, whitespace collapsed."""
+        return _SPACES.sub(" ", "".join(self.title)).strip()
+
     def text(self, title: bool = True) -> str:
         """The collected text, title first."""
         self._break()
-        heading = _SPACES.sub(" ", "".join(self.title)).strip() if title else ""
+        heading = self.title_text() if title else ""
         return "\n".join(([heading] if heading else []) + self.lines)

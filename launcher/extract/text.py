@@ -32,7 +32,25 @@ _WESTERN_SYMBOLS = frozenset("\u00a0€‚„…‘’“”•–—™«»°£
 def extract_text(record: FileRecord, settings: ExtractSettings) -> Iterator[Piece]:
     """Chunks of a text, code or Markdown file, each with its 1-based line range."""
     text = decode(read_limited(record.path, settings.max_text_bytes))
-    yield from text_pieces(record, numbered(text), settings)
+    lines = numbered(text)
+    yield from text_pieces(record, lines, settings, title=markdown_title(record.path, lines))
+
+
+_MARKDOWN = (".md", ".markdown", ".mdown", ".mkd", ".rst")
+
+
+def markdown_title(path: str, lines: list[tuple[int, str]]) -> str | None:
+    """A Markdown document's first `# ` heading (or a reStructuredText title: a line underlined with
+    `=`), looked for in its first 40 lines; None for other files."""
+    if not path.lower().endswith(_MARKDOWN):
+        return None
+    head = [line for _, line in lines[:40]]
+    for i, line in enumerate(head):
+        if line.startswith("# "):
+            return line[2:].strip("# ").strip() or None
+        if i + 1 < len(head) and line.strip() and set(head[i + 1].strip()) == {"="}:
+            return line.strip()
+    return None
 
 
 def looks_like_text(path: str) -> bool:

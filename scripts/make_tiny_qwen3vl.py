@@ -466,20 +466,69 @@ def build_model(hf_dir: Path, seed: int) -> None:
 # ---------------------------------------------------------------------------------------------------
 
 
-def find_llama_cpp(explicit: Path | None) -> Path:
-    """Locate llama.cpp's source tree (convert_hf_to_gguf.py + gguf-py)."""
+LLAMA_CPP_PYTHON = "llama-cpp-python==0.3.36"  # the sdist whose vendored llama.cpp the engine runs
+SDIST_CACHE = Path.home() / ".cache" / "launcher" / "llama-cpp-python-0.3.36"
+
+
+def _has_converter(folder: Path) -> bool:
+    return (folder / "convert_hf_to_gguf.py").is_file() and (folder / "gguf-py").is_dir()
+
+
+def fetch_llama_cpp_sdist(cache: Path = SDIST_CACHE) -> Path:
+    """Download the pinned llama-cpp-python sdist with pip (the package registry is all it needs)
+    and unpack it once into `cache`; its vendor/llama.cpp folder holds the converter."""
+    import tarfile
+
+    vendored = cache / "vendor" / "llama.cpp"
+    if _has_converter(vendored):
+        return vendored
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="llama-sdist-", dir=cache.parent) as tmp:
+        log(f"fetching the {LLAMA_CPP_PYTHON} sdist for llama.cpp's converter (pip download)")
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "-q",
+                "--no-binary",
+                ":all:",
+                "--no-deps",
+                LLAMA_CPP_PYTHON,
+                "-d",
+                tmp,
+            ],
+            check=True,
+        )
+        archive = next(Path(tmp).glob("llama_cpp_python-*.tar.gz"))
+        with tarfile.open(archive) as tar:
+            tar.extractall(tmp, filter="data")
+        unpacked = next(p for p in Path(tmp).iterdir() if p.is_dir())
+        if cache.exists():
+            shutil.rmtree(cache)
+        unpacked.rename(cache)
+    if not _has_converter(vendored):
+        raise SystemExit(f"the {LLAMA_CPP_PYTHON} sdist has no vendor/llama.cpp converter: {cache}")
+    return vendored
+
+
+def find_llama_cpp(explicit: Path | None, fetch: bool = True) -> Path:
+    """Locate llama.cpp's source tree (convert_hf_to_gguf.py + gguf-py): --llama-cpp, then
+    $LLAMA_CPP_DIR, then the pinned sdist unpacked in ~/.cache/launcher (fetched if missing)."""
     candidates = [explicit] if explicit else []
     if os.environ.get("LLAMA_CPP_DIR"):
         candidates.append(Path(os.environ["LLAMA_CPP_DIR"]))
-    candidates.append(Path("/work/cache/llama_cpp_python-0.3.36/vendor/llama.cpp"))
+    candidates.append(SDIST_CACHE / "vendor" / "llama.cpp")
     for cand in candidates:
-        if cand is not None and (cand / "convert_hf_to_gguf.py").is_file() and (cand / "gguf-py").is_dir():
+        if cand is not None and _has_converter(cand):
             return cand
-    raise SystemExit(
-        "llama.cpp sources not found: pass --llama-cpp DIR (or set LLAMA_CPP_DIR) pointing at the "
-        "vendor/llama.cpp folder of the llama-cpp-python 0.3.36 sdist "
-        "(`pip download --no-binary :all: --no-deps llama-cpp-python==0.3.36`)"
-    )
+    if explicit is not None or not fetch:
+        raise SystemExit(
+            f"llama.cpp sources not found at {explicit or candidates[-1]}: pass --llama-cpp DIR (or set "
+            f"LLAMA_CPP_DIR) pointing at the vendor/llama.cpp folder of the {LLAMA_CPP_PYTHON} sdist"
+        )
+    return fetch_llama_cpp_sdist()
 
 
 def run_converter(llama_cpp: Path, hf_dir: Path, out: Path, outtype: str, mmproj: bool = False) -> None:

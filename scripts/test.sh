@@ -17,5 +17,7 @@ fi
 
 # llama-cpp-python is compiled from source by pip (about 5 minutes on 2 cores, cached afterwards).
 python3 -m pip install -q --disable-pip-version-check -e ".[test]"
+# The optional extras must install together with the window's Gradio (nothing is installed here).
+python3 -m pip install -q --disable-pip-version-check --dry-run -e ".[test,rerank-gpu,bench]"
 python3 -m ruff check launcher tests scripts bench
 python3 -m pytest -q "$@"

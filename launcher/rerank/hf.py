@@ -5,8 +5,8 @@ Installed with `pip install 'launcher[rerank-gpu]'` and chosen by the product on
 float32 when asked explicitly, which is how the tests check it against the reference.
 
 Prompt, image preprocessing and truncation are the shared ones (`launcher.rerank.base`,
-`launcher.engine.imageprep`); the tokenizer and the slow (NumPy) image processor come from the model
-folder, so torchvision is not needed.
+`launcher.engine.imageprep`); the tokenizer and the PIL/NumPy image processor come from the model
+folder, so torchvision is not needed (transformers 5.23+, the `rerank-gpu` extra).
 """
 
 from __future__ import annotations
@@ -59,6 +59,18 @@ def cuda_available() -> bool:
     return bool(torch.cuda.is_available())
 
 
+def _pil_image_processor() -> Any:
+    """Qwen2-VL's NumPy/PIL image processor (no torchvision): `Qwen2VLImageProcessorPil` in
+    transformers 5, where `Qwen2VLImageProcessor` became the torchvision one."""
+    try:
+        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+    except ImportError as exc:
+        raise RerankerUnavailable(
+            f"this transformers has no Qwen2VLImageProcessorPil ({exc}): {EXTRA_HINT}"
+        ) from None
+    return Qwen2VLImageProcessorPil
+
+
 def is_hf_folder(path: Path) -> bool:
     """A Hugging Face model folder: a directory with a config.json."""
     return path.is_dir() and (path / "config.json").is_file()
@@ -81,7 +93,8 @@ class TransformersReranker(Reranker):
     ):
         torch, _ = import_torch()
         from transformers import AutoTokenizer, Qwen3VLForConditionalGeneration
-        from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
+
+        image_processor_class = _pil_image_processor()
 
         self.model_dir = Path(model_dir).expanduser()
         if not is_hf_folder(self.model_dir):
@@ -103,15 +116,16 @@ class TransformersReranker(Reranker):
         self._torch = torch
         self._lock = threading.Lock()
 
-        # fix_mistral_regex=False: transformers 4.57.3+ warns about a Mistral regex for any folder saved by
-        # 4.57.3+; Qwen's tokenizer is not affected (older versions ignore the flag).
+        # fix_mistral_regex=False: transformers warns about a Mistral regex for any folder saved by
+        # 4.57.3+; Qwen's tokenizer is not affected.
         self._tokenizer = AutoTokenizer.from_pretrained(str(self.model_dir), fix_mistral_regex=False)
         vocab = self._tokenizer.get_vocab()
         if YES not in vocab or NO not in vocab:
             raise ModelError(f"{self.model_dir.name} has no 'yes'/'no' tokens: it is not a Qwen3-VL-Reranker")
         self._special = set(self._tokenizer.all_special_ids)
         self._pad_id = int(self._tokenizer.pad_token_id)
-        self._image_processor = Qwen2VLImageProcessor.from_pretrained(str(self.model_dir))
+        self._image_pad = int(vocab["<|image_pad|>"])
+        self._image_processor = image_processor_class.from_pretrained(str(self.model_dir))
         self._merge = int(self._image_processor.merge_size)
         try:
             lm = Qwen3VLForConditionalGeneration.from_pretrained(str(self.model_dir), dtype=self.dtype)
@@ -180,6 +194,9 @@ class TransformersReranker(Reranker):
         }
         pixels = [p for _, p, _ in encoded if p is not None]
         if pixels:
+            # Per-token modality, as the processor returns it (1: an image token, 0: text and
+            # padding): transformers 5 computes M-RoPE positions from it.
+            kwargs["mm_token_type_ids"] = (input_ids == self._image_pad).long().to(self.device)
             kwargs["pixel_values"] = torch.cat(pixels).to(self.device, dtype=self.dtype)
             kwargs["image_grid_thw"] = torch.cat([g for _, _, g in encoded if g is not None]).to(self.device)
         with self._lock, torch.inference_mode():

@@ -54,8 +54,7 @@ from llama_cpp import mtmd_cpp as mt  # noqa: E402
 
 from launcher.engine import EmbedInput, load_embedder  # noqa: E402
 from launcher.engine.imageprep import FACTOR, PreparedImage, prepare_image  # noqa: E402
-from launcher.engine.llama import LlamaEmbedder, LlamaOptions, system_info  # noqa: E402
-from launcher.engine.prompt import MEDIA_MARKER  # noqa: E402
+from launcher.engine.llama import LlamaEmbedder, LlamaOptions, mtmd_tokenize_prompt, system_info  # noqa: E402
 
 MODELS = ROOT / "bench" / "models"
 RESULTS = ROOT / "bench" / "results"
@@ -353,7 +352,6 @@ class ImageSplit:
         mp.n_threads = embedder.n_threads
         mp.print_timings = False
         mp.warmup = False
-        mp.media_marker = MEDIA_MARKER.encode()
         mp.image_min_tokens = max(1, opts.image_min_pixels // (FACTOR * FACTOR))
         mp.image_max_tokens = max(1, opts.image_max_pixels // (FACTOR * FACTOR))
         self.mctx = mt.mtmd_init_from_file(str(mmproj).encode(), self.model, mp)
@@ -364,17 +362,8 @@ class ImageSplit:
         """(encode seconds, language-model seconds, tokens) for one prompt with one image."""
         buf = (ctypes.c_uint8 * image.pixels.size).from_buffer_copy(image.pixels.tobytes())
         bitmap = mt.mtmd_bitmap_init(image.width, image.height, buf)
-        chunks = mt.mtmd_input_chunks_init()
+        chunks = mtmd_tokenize_prompt(self.mctx, prompt, [bitmap])  # as the engine tokenizes
         try:
-            text = mt.mtmd_input_text()
-            data = prompt.encode("utf-8")
-            text.text = data
-            text.text_len = len(data)
-            text.add_special = False
-            text.parse_special = True
-            arr = (mt.mtmd_bitmap_p_ctypes * 1)(bitmap)
-            if mt.mtmd_tokenize(self.mctx, chunks, ctypes.byref(text), arr, 1) != 0:
-                raise SystemExit("mtmd_tokenize failed")
             n_tokens = int(mt.mtmd_helper_get_n_tokens(chunks))
             lc.llama_memory_clear(lc.llama_get_memory(self.ctx), True)
             encode_s = lm_s = 0.0
@@ -646,7 +635,7 @@ def bench_images(cfg: Config) -> dict[str, Any]:
         log(f"images: {model.name} + {mmproj.name}")
         eng, settings = load_engine(model, mmproj, options(cfg))
         split = ImageSplit(model, mmproj, eng, settings)
-        prompt = eng.prompt_for(EmbedInput(images=[images[cfg.image_sizes[0]]]), media_marker=True)
+        prompt = eng.prompt_for(EmbedInput(images=[images[cfg.image_sizes[0]]]), image_slots=True)
         prepared = {side: prepare_image(img) for side, img in images.items()}
         # Warm-up on the smallest image: weight pages, graph allocation.
         eng.embed_image(images[cfg.image_sizes[0]])

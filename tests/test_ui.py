@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any

@@ -84,6 +84,14 @@ class CatalogEntry:
 # it errs towards showing more). MiniLM: see BUNDLED_MIN_SCORE.
 QWEN3_VL_MIN_SCORE = 0.42
 
+# The 8B's f16 projector, shared by its Q8_0 and Q4_K_M entries (one file in one repository).
+MMPROJ_8B = ModelFile(
+    "mmproj",
+    "Qwen3-VL-Embedding-8B.mmproj-f16.gguf",
+    1_159_030_304,
+    "c507828405f645670c829be93fa57fb890af5b7abbe2583435f4a8042d1f8ba8",
+)
+
 CATALOG: tuple[CatalogEntry, ...] = (
     CatalogEntry(
         "qwen3-vl-embedding-2b",
@@ -122,12 +130,7 @@ CATALOG: tuple[CatalogEntry, ...] = (
                 8_048_295_168,
                 "c77299abab613f121ff918f17d085704952b21e986c73a71ec6cdc8a6e43e34b",
             ),
-            ModelFile(
-                "mmproj",
-                "Qwen3-VL-Embedding-8B.mmproj-f16.gguf",
-                1_159_030_304,
-                "c507828405f645670c829be93fa57fb890af5b7abbe2583435f4a8042d1f8ba8",
-            ),
+            MMPROJ_8B,
         ),
         4096,
         9.2,
@@ -144,12 +147,7 @@ CATALOG: tuple[CatalogEntry, ...] = (
         None,
         (
             ModelFile("model", "Qwen3-VL-Embedding-8B.Q4_K_M.gguf"),
-            ModelFile(
-                "mmproj",
-                "Qwen3-VL-Embedding-8B.mmproj-f16.gguf",
-                1_159_030_304,
-                "c507828405f645670c829be93fa57fb890af5b7abbe2583435f4a8042d1f8ba8",
-            ),
+            MMPROJ_8B,
         ),
         4096,
         6.2,
@@ -411,7 +409,7 @@ def check_header(e: CatalogEntry, kind: str, path: Path) -> None:
         )
 
 
-def _expected(e: CatalogEntry, f: ModelFile, hub: HubFile | None) -> tuple[str | None, int | None]:
+def _expected(f: ModelFile, hub: HubFile | None) -> tuple[str | None, int | None]:
     """The sha256 and size a file must have: the catalogue's where pinned, else the hub's."""
     sha = f.sha256 or (hub.sha256 if hub else None)
     size = f.size if f.size is not None else (hub.size if hub else None)
@@ -465,12 +463,12 @@ def pull(name: str, *, progress: bool = True, retries: int = download.RETRIES) -
                     raise _refuse(e, f"the hub's {f.name} has sha256 {hub.sha256}, not the pinned {f.sha256}")
                 if f.size is not None and hub.size is not None and hub.size != f.size:
                     raise _refuse(e, f"the hub's {f.name} is {hub.size:,} bytes, not the pinned {f.size:,}")
-                if _expected(e, f, hub)[0] is None:
+                if _expected(f, hub)[0] is None:
                     raise _refuse(e, f"neither the catalogue nor the hub gives a sha256 for {f.name}")
                 hubs[f.name] = hub
         for f in e.files:
             final = where / f.name
-            sha, size = _expected(e, f, hubs.get(f.name))
+            sha, size = _expected(f, hubs.get(f.name))
             if final.is_file():  # copied in by hand, or left by an interrupted install: check it
                 got, got_size = download.sha256_of(final), final.stat().st_size
                 if got != sha or (size is not None and got_size != size):

@@ -111,11 +111,13 @@ class Searcher:
             )
         return resolve_model(None, self._mmproj_arg)
 
-    @property
-    def min_score(self) -> float:
-        """The score floor when a query sets none: the index's model's (launcher.models.min_score_for)."""
+    def floor(self, asked: float | None) -> float:
+        """The score floor: the query's, else the user's setting, else the index's model's
+        (launcher.models.min_score_for)."""
         from launcher.models import min_score_for
 
+        if asked is not None:
+            return asked
         if self._min_score is not None:
             return self._min_score
         ident = self.store.identity
@@ -190,7 +192,7 @@ class Searcher:
             under=query.under,
             modified_after=query.after,
             modified_before=query.before,
-            min_score=self.min_score if query.min_score is None else query.min_score,
+            min_score=self.floor(query.min_score),
             probe=self.probe,
         )
 
@@ -221,7 +223,7 @@ class Searcher:
             under=query.under,
             modified_after=query.after,
             modified_before=query.before,
-            min_score=self.min_score if query.min_score is None else query.min_score,
+            min_score=self.floor(query.min_score),
             probe=self.probe,
         )
         return [h for h in hits if h.file_id != piece.file_id][: query.top_k]

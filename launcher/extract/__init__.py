@@ -12,7 +12,8 @@ The format modules (and their libraries: pypdfium2, PyAV, python-docx...) are im
 from __future__ import annotations
 
 import importlib
-from collections.abc import Generator
+import os
+from collections.abc import Generator, Iterator
 
 from launcher.errors import first_line
 from launcher.extract.base import ExtractError, ExtractSettings, context_of
@@ -35,6 +36,46 @@ _EXTRACTORS: dict[str, tuple[str, str]] = {
 }
 
 
+def _extractor(module_name: str, function_name: str, kind: str):  # type: ignore[no-untyped-def]
+    """The extraction function of a format module, imported on first use."""
+    try:
+        module = importlib.import_module(f"{__name__}.{module_name}")
+    except ImportError as exc:
+        raise ExtractError(f"{kind} support not installed ({exc.name or exc})") from exc
+    return getattr(module, function_name)
+
+
+def _other_pieces(record: FileRecord, settings: ExtractSettings) -> Iterator[Piece]:
+    """The pieces of a file of no known type, read the way _reader_of_other chooses (as text)."""
+    reader = _reader_of_other(record)
+    if reader is not None:
+        text_record = FileRecord(record.path, record.size, record.mtime_ns, "text")
+        yield from _extractor(*reader, "text")(text_record, settings)
+
+
+def _reader_of_other(record: FileRecord) -> tuple[str, str] | None:
+    """How to read a file of no known type: as a manual page (`ls.1`, `open.2.gz`), as gzipped text
+    (`changelog.Debian.gz`), as text when its start looks like text (README, a script, LICENSE), or
+    not at all (None: findable by name only)."""
+    from launcher.extract import man
+    from launcher.extract.text import looks_like_text
+    from launcher.scan import kind_of
+
+    name = os.path.basename(record.path)
+    if man.is_gzip_name(name):
+        inner = man.inner_name(name)
+        if kind_of(inner) not in ("text", "code", "markdown", "other"):
+            return None  # a gzipped PDF, picture or archive: by name only
+        if man.is_man_name(inner) and man.troff_like(man.read_maybe_gzipped(record.path, man.SNIFF_BYTES)):
+            return ("man", "extract_man")
+        return ("man", "extract_gzipped_text")
+    if record.size > OTHER_TEXT_MAX_BYTES or not looks_like_text(record.path):
+        return None
+    if man.is_man_name(name) and man.troff_like(man.read_maybe_gzipped(record.path, man.SNIFF_BYTES)):
+        return ("man", "extract_man")
+    return ("text", "extract_text")
+
+
 def extract(record: FileRecord, *, settings: ExtractSettings | None = None) -> list[Piece]:
     """All pieces of one file; ExtractError when it cannot be read."""
     return list(iter_extract(record, settings=settings))
@@ -50,21 +91,11 @@ def iter_extract(
     if record.size == 0:
         return
     if record.kind == "other":
-        # A file with no known extension (README, a script, a Makefile, LICENSE) is read as text
-        # when its start looks like text; anything else stays findable by name only.
-        from launcher.extract.text import looks_like_text
-
-        if record.size > OTHER_TEXT_MAX_BYTES or not looks_like_text(record.path):
-            return
-        record = FileRecord(record.path, record.size, record.mtime_ns, "text")
-    if record.kind not in _EXTRACTORS:
+        pieces = _other_pieces(record, settings or ExtractSettings())
+    elif record.kind in _EXTRACTORS:
+        pieces = _extractor(*_EXTRACTORS[record.kind], record.kind)(record, settings or ExtractSettings())
+    else:
         raise ValueError(f"unknown kind {record.kind!r}")
-    module_name, function_name = _EXTRACTORS[record.kind]
-    try:
-        module = importlib.import_module(f"{__name__}.{module_name}")
-    except ImportError as exc:
-        raise ExtractError(f"{record.kind} support not installed ({exc.name or exc})") from exc
-    pieces = getattr(module, function_name)(record, settings or ExtractSettings())
     try:
         yield from pieces
     except (ExtractError, MemoryError):

@@ -280,6 +280,30 @@ def test_html_visible_text_only(tmp_path: Path) -> None:
     assert pieces[-1].locator.line_end == len(lines)
 
 
+def test_html_navigation_left_out_unless_it_is_the_page(tmp_path: Path) -> None:
+    # A real book page (mdBook, as in Debian's rust-doc): the sidebar lists every chapter.
+    chapters = "".join(f'<li><a href="ch{i}.html">{i}. Chapter about topic {i}</a></li>' for i in range(80))
+    body = " ".join(["Closures capture values from the scope in which they are defined."] * 12)
+    page = tmp_path / "closures.html"
+    page.write_text(
+        f"<html><head><title>Closures</title></head><body>"
+        f'<nav id="sidebar" aria-label="Table of contents"><ol>{chapters}</ol></nav>'
+        f'<div class="menu-bar"><ul role="menu"><li role="none">Light (default)</li></ul></div>'
+        f"<main><h1>Closures</h1><p>{body}</p>"
+        f'<div role="navigation"><nav><a href="prev.html">Previous</a></nav><a>Next</a></div></main>'
+        f"<p>after the navigation</p></body></html>",
+        encoding="utf-8",
+    )
+    text = all_text(run(page))
+    assert "Closures capture values" in text and "after the navigation" in text
+    for chrome in ("Chapter about topic", "Light (default)", "Previous", "Next"):
+        assert chrome not in text
+    # A contents page that is nothing but navigation keeps it: it is what the page says.
+    contents = tmp_path / "index.html"
+    contents.write_text(f"<html><body><h1>Contents</h1><nav><ol>{chapters}</ol></nav></body></html>")
+    assert "79. Chapter about topic 79" in all_text(run(contents))
+
+
 def test_html_declared_charset(tmp_path: Path) -> None:
     path = tmp_path / "old.htm"
     html = '<html><head><meta http-equiv="Content-Type" content="text/html; charset=windows-1252"></head>'
@@ -963,7 +987,9 @@ def test_the_document_title_joins_every_pieces_context(tmp_path: Path) -> None:
     page = tmp_path / "ch14-03.html"
     page.write_text(f"<html><head><title> Cargo\n Workspaces </title></head><body>{body}</body></html>")
     notes = tmp_path / "notes.md"
-    notes.write_text("intro line\n\n# Release checklist\n\n" + "\n".join(f"step {i} of many" for i in range(300)))
+    notes.write_text(
+        "intro line\n\n# Release checklist\n\n" + "\n".join(f"step {i} of many" for i in range(300))
+    )
     plain = tmp_path / "plain.txt"
     plain.write_text("# not a title in a .txt\n" + "\n".join(f"line {i} of text" for i in range(300)))
     for path, title in ((page, "Cargo Workspaces"), (notes, "Release checklist"), (plain, None)):

@@ -24,6 +24,12 @@ _BLOCK_NAMES = """
 """
 _BLOCK = frozenset(_BLOCK_NAMES.split())
 _CELL = frozenset({"td", "th"})
+# Navigation (<nav>, or an element whose ARIA role is navigation or a menu): the table of contents that
+# mdBook, Sphinx, MkDocs and Javadoc repeat on every page. Left in, it made every page of a book
+# match every query a little (the Rust book's 130-line sidebar was the first piece of each page).
+# A page with less than this much text outside its navigation (a contents page) keeps it.
+NAV_FALLBACK_CHARS = 400
+_NAV_ROLES = frozenset({"navigation", "menu", "menubar"})
 _SPACES = re.compile(r"[ \t\r\n\f\v]+")
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9._:-]+)""", re.IGNORECASE)
 
@@ -59,6 +65,8 @@ class _TextParser(HTMLParser):
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
         self.lines: list[str] = []
+        self.nav_lines: set[int] = set()  # positions in self.lines of navigation text
+        self.nav: list[str | int] = []  # [tag that opened the navigation, its open count]
         self.current: list[str] = []
         self.title: list[str] = []
         self.in_title = False
@@ -66,6 +74,11 @@ class _TextParser(HTMLParser):
         self.pre_depth = 0
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if self.nav and tag == self.nav[0]:
+            self.nav[1] = int(self.nav[1]) + 1
+        elif not self.nav and (tag == "nav" or dict(attrs).get("role") in _NAV_ROLES):
+            self._break()
+            self.nav = [tag, 1]
         if tag in _HIDDEN:
             self.hidden_depth += 1
         elif tag == "title":
@@ -83,6 +96,11 @@ class _TextParser(HTMLParser):
             self._break()
 
     def handle_endtag(self, tag: str) -> None:
+        if self.nav and tag == self.nav[0]:
+            self.nav[1] = int(self.nav[1]) - 1
+            if self.nav[1] == 0:
+                self._break()
+                self.nav = []
         if tag in _HIDDEN:
             self.hidden_depth = max(0, self.hidden_depth - 1)
         elif tag == "title":
@@ -112,6 +130,8 @@ class _TextParser(HTMLParser):
         self.current = []
         line = line.rstrip() if self.pre_depth else line.strip()
         if line.strip():
+            if self.nav:
+                self.nav_lines.add(len(self.lines))
             self.lines.append(line)
 
     def title_text(self) -> str:
@@ -119,7 +139,12 @@ class _TextParser(HTMLParser):
         return _SPACES.sub(" ", "".join(self.title)).strip()
 
     def text(self, title: bool = True) -> str:
-        """The collected text, title first."""
+        """The collected text, title first; navigation left out unless the page is mostly that."""
         self._break()
         heading = self.title_text() if title else ""
-        return "\n".join(([heading] if heading else []) + self.lines)
+        lines = self.lines
+        if self.nav_lines:
+            content = [line for i, line in enumerate(lines) if i not in self.nav_lines]
+            if sum(len(line) for line in content) >= NAV_FALLBACK_CHARS:
+                lines = content
+        return "\n".join(([heading] if heading else []) + lines)

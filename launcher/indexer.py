@@ -35,7 +35,7 @@ from launcher.store import FileInfo, PieceMeta, Store, Writer
 
 log = logging.getLogger("launcher.indexer")
 
-PIPELINE_VERSION = 3  # bump when extraction or the embedding input format changes: forces re-embed
+PIPELINE_VERSION = 4  # bump when extraction or the embedding input format changes: forces re-embed
 # Commit at least this often while working: a kill loses at most this much work.
 COMMIT_SECONDS = float(os.environ.get("LAUNCHER_COMMIT_SECONDS", "5"))
 LOOKAHEAD_FILES = 4

@@ -23,6 +23,7 @@ pipeline). Indexes are kept under bench/results/retrieval/ and reused when their
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import statistics
@@ -38,11 +39,11 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE / "retrieval"))
 
-from corpus import DEFAULT_DEST, build  # noqa: E402
+import corpus as main_corpus  # noqa: E402
 
 from launcher import keywords, models, search  # noqa: E402
 from launcher.engine import QUERY_INSTRUCTION, EmbedInput, load_embedder  # noqa: E402
-from launcher.extract import ExtractError  # noqa: E402
+from launcher.extract import ExtractError, man  # noqa: E402
 from launcher.extract.html import html_to_text, meta_charset  # noqa: E402
 from launcher.extract.text import decode, looks_like_text  # noqa: E402
 from launcher.indexer import Indexer, IndexOptions  # noqa: E402
@@ -54,8 +55,26 @@ WORK = HERE / "results" / "retrieval"
 Ranking = list[str]  # corpus-relative paths, best first
 
 
-def load_questions() -> list[dict[str, str]]:
-    return [json.loads(line) for line in QUESTIONS.read_text(encoding="utf-8").splitlines() if line.strip()]
+def question_set(name: str) -> tuple[Path, Callable[[Path], Path], Path]:
+    """(questions file, corpus builder, default corpus folder) of the main or the held-out set.
+
+    The held-out set (git's manual and Linux man2 pages, bench/retrieval/heldout/) is for checking
+    that a ranking change generalises, never for tuning on."""
+    if name == "main":
+        return QUESTIONS, main_corpus.build, main_corpus.DEFAULT_DEST
+    if name == "heldout":
+        spec = importlib.util.spec_from_file_location(
+            "heldout_corpus", HERE / "retrieval" / "heldout" / "corpus.py"
+        )
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return HERE / "retrieval" / "heldout" / "questions.jsonl", module.build, module.DEFAULT_DEST
+    raise SystemExit(f"unknown question set {name!r}; use main or heldout")
+
+
+def load_questions(path: Path = QUESTIONS) -> list[dict[str, str]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def metrics(rankings: Sequence[Ranking], questions: Sequence[dict[str, str]]) -> dict[str, float]:
@@ -95,6 +114,9 @@ def file_texts(corpus: Path) -> dict[str, str]:
         try:
             if rec.kind == "html":
                 out[rel] = html_to_text(decode(data, declared=meta_charset(data)))
+            elif rec.kind == "other" and (man.is_gzip_name(rec.path) or man.is_man_name(rec.path)):
+                raw = man.read_maybe_gzipped(rec.path, 8 * 2**20)
+                out[rel] = man.render(decode(raw)).text if man.troff_like(raw) else decode(raw)
             elif rec.kind in ("text", "code", "markdown") or (
                 rec.kind == "other" and looks_like_text(rec.path)
             ):
@@ -172,9 +194,9 @@ def word_chunks(text: str, size: int = 200, overlap: int = 50) -> list[str]:
 # --- the launcher -------------------------------------------------------------------------------
 
 
-def build_index(corpus: Path, embedder, size: int) -> dict[str, float]:
+def build_index(corpus: Path, embedder, size: int, work: Path = WORK) -> dict[str, float]:
     """Index the corpus at one target piece size (reused when already built); returns timings."""
-    index_dir = WORK / f"index-{size}"
+    index_dir = work / f"index-{size}"
     stamp = index_dir / "bench.json"
     if stamp.exists() and Store.exists(index_dir):
         info = json.loads(stamp.read_text())
@@ -219,7 +241,9 @@ def launcher_rank(
     return out
 
 
-def cli_rank(corpus: Path, questions: Sequence[dict[str, str]], home: Path) -> tuple[list[Ranking], float, dict]:
+def cli_rank(
+    corpus: Path, questions: Sequence[dict[str, str]], home: Path
+) -> tuple[list[Ranking], float, dict]:
     """`launcher index DIR && launcher search "..." --json`, in a private LAUNCHER_HOME."""
     env = dict(os.environ, LAUNCHER_HOME=str(home))
     started = time.perf_counter()
@@ -271,23 +295,29 @@ def table(rows: list[tuple[str, dict[str, float]]], extra: dict[str, str] | None
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--corpus", type=Path, default=DEFAULT_DEST)
+    ap.add_argument("--set", default="main", choices=("main", "heldout"), help="question set and its corpus")
+    ap.add_argument("--corpus", type=Path, default=None, help="where the set's corpus is (built if missing)")
     ap.add_argument("--sizes", default="128,256", help="target piece sizes in tokens to index and compare")
     ap.add_argument("--skip-baselines", action="store_true")
-    ap.add_argument("--skip-chunked", action="store_true", help="leave out the chunked dense baseline (the slow one)")
+    ap.add_argument(
+        "--skip-chunked", action="store_true", help="leave out the chunked dense baseline (the slow one)"
+    )
     ap.add_argument("--skip-cli", action="store_true")
-    ap.add_argument("--cli-home", type=Path, default=WORK / "cli-home", help="LAUNCHER_HOME of the CLI run")
+    ap.add_argument("--cli-home", type=Path, default=None, help="LAUNCHER_HOME of the CLI run")
     ap.add_argument("--fusions", default="", help="comma-separated fusion names to compare (search.FUSIONS)")
     args = ap.parse_args()
-    if not args.corpus.exists():
-        build(args.corpus)
-    corpus = args.corpus.resolve()
-    questions = load_questions()
-    WORK.mkdir(parents=True, exist_ok=True)
+    questions_file, build, default_corpus = question_set(args.set)
+    work = WORK if args.set == "main" else WORK / args.set
+    corpus_dir = args.corpus or default_corpus
+    if not corpus_dir.exists():
+        build(corpus_dir)
+    corpus = corpus_dir.resolve()
+    questions = load_questions(questions_file)
+    work.mkdir(parents=True, exist_ok=True)
     resolved = models.resolve_model(None, None)
     embedder = load_embedder(resolved.path, resolved.mmproj)
     qvecs = embedder.embed([EmbedInput(texts=[q["query"]], instruction=QUERY_INSTRUCTION) for q in questions])
-    results: dict[str, object] = {"model": resolved.name, "questions": len(questions)}
+    results: dict[str, object] = {"set": args.set, "model": resolved.name, "questions": len(questions)}
     rows: list[tuple[str, dict[str, float]]] = []
 
     if not args.skip_baselines:
@@ -323,8 +353,8 @@ def main() -> None:
     fusions = [f for f in args.fusions.split(",") if f] or [search.DEFAULT_FUSION]
     builds = {}
     for size in [int(s) for s in args.sizes.split(",") if s]:
-        builds[size] = build_index(corpus, embedder, size)
-        store = Store.open(WORK / f"index-{size}")
+        builds[size] = build_index(corpus, embedder, size, work)
+        store = Store.open(work / f"index-{size}")
         for fusion in fusions:
             ranking = launcher_rank(store, corpus, qvecs, questions, fusion=fusion)
             rows.append(
@@ -333,7 +363,7 @@ def main() -> None:
     results["builds"] = builds
 
     if not args.skip_cli:
-        ranking, seconds, summary = cli_rank(corpus, questions, args.cli_home)
+        ranking, seconds, summary = cli_rank(corpus, questions, args.cli_home or work / "cli-home")
         rows.append(
             (
                 "launcher CLI (`launcher index` + `launcher search --json`, defaults)",
@@ -354,7 +384,7 @@ def main() -> None:
         )
     if "raw_tokens_per_s" in results:
         print(f"\nmodel alone: {results['raw_tokens_per_s']:.0f} tokens/s")
-    out = HERE / "results" / f"retrieval-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out = HERE / "results" / f"retrieval-{args.set}-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps(results, indent=1))
     print(f"\nwrote {out}")
 

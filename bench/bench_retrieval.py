@@ -157,6 +157,31 @@ def bm25_rank(docs: dict[str, str], queries: Sequence[str]) -> list[Ranking]:
     return out
 
 
+def fts5_rank(docs: dict[str, str], queries: Sequence[str], tokenizer: str) -> list[Ranking]:
+    """SQLite FTS5's own BM25 over whole files (a kept keyword engine, for comparison): the query's
+    words OR-ed, ranked by bm25()."""
+    import sqlite3
+
+    db = sqlite3.connect(":memory:")
+    db.execute(f"CREATE VIRTUAL TABLE docs USING fts5(path UNINDEXED, body, tokenize={tokenizer!r})")
+    db.executemany("INSERT INTO docs VALUES (?, ?)", list(docs.items()))
+    out = []
+    for q in queries:
+        words = keywords.query_terms(q)
+        if tokenizer == "trigram":
+            words = [w for w in words if len(w) >= 3]
+        match = " OR ".join('"' + w.replace('"', '""') + '"' for w in words)
+        rows = (
+            db.execute(
+                "SELECT path FROM docs WHERE docs MATCH ? ORDER BY bm25(docs) LIMIT 10", (match,)
+            ).fetchall()
+            if match
+            else []
+        )
+        out.append([r[0] for r in rows])
+    return out
+
+
 def dense_rank(
     units: list[tuple[str, str]], qvecs: np.ndarray, embed: Callable[[list[str]], np.ndarray]
 ) -> list[Ranking]:
@@ -335,6 +360,11 @@ def main() -> None:
             return embedder.embed([EmbedInput(texts=[t]) for t in ts])
 
         base_bm25 = bm25_rank(texts, [q["query"] for q in questions])
+        for tokenizer in ("unicode61", "porter unicode61", "trigram"):
+            ranking = fts5_rank(texts, [q["query"] for q in questions], tokenizer)
+            rows.append(
+                (f"SQLite FTS5 bm25() over whole files, tokenizer {tokenizer}", metrics(ranking, questions))
+            )
         per_file = dense_rank([(f, fit(t)) for f, t in texts.items()], qvecs, embed)
         chunks = [(f, fit(c)) for f, t in texts.items() for c in word_chunks(t)]
         chunked = dense_rank(chunks, qvecs, embed)

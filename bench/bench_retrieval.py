@@ -219,7 +219,9 @@ def launcher_rank(
     return out
 
 
-def cli_rank(corpus: Path, questions: Sequence[dict[str, str]], home: Path) -> tuple[list[Ranking], float, dict]:
+def cli_rank(
+    corpus: Path, questions: Sequence[dict[str, str]], home: Path
+) -> tuple[list[Ranking], float, dict]:
     """`launcher index DIR && launcher search "..." --json`, in a private LAUNCHER_HOME."""
     env = dict(os.environ, LAUNCHER_HOME=str(home))
     started = time.perf_counter()
@@ -240,7 +242,7 @@ def cli_rank(corpus: Path, questions: Sequence[dict[str, str]], home: Path) -> t
         )
         if res.returncode != 0:
             raise SystemExit(f"launcher search failed: {res.stderr.strip()}")
-        hits = json.loads(res.stdout)
+        hits = json.loads(res.stdout)["hits"]  # {"parsed": ..., "hits": [...]}
         out.append([os.path.relpath(h["path"], corpus) for h in hits])
     return out, seconds, summary
 
@@ -274,7 +276,9 @@ def main() -> None:
     ap.add_argument("--corpus", type=Path, default=DEFAULT_DEST)
     ap.add_argument("--sizes", default="128,256", help="target piece sizes in tokens to index and compare")
     ap.add_argument("--skip-baselines", action="store_true")
-    ap.add_argument("--skip-chunked", action="store_true", help="leave out the chunked dense baseline (the slow one)")
+    ap.add_argument(
+        "--skip-chunked", action="store_true", help="leave out the chunked dense baseline (the slow one)"
+    )
     ap.add_argument("--skip-cli", action="store_true")
     ap.add_argument("--cli-home", type=Path, default=WORK / "cli-home", help="LAUNCHER_HOME of the CLI run")
     ap.add_argument("--fusions", default="", help="comma-separated fusion names to compare (search.FUSIONS)")

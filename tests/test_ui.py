@@ -531,5 +531,7 @@ def test_cli_image_search_goes_through_the_process(image_server: tuple[Launched,
         hits = searcher.search(Query(image=small))
     finally:
         searcher.close()
-    assert via_process == json.dumps([hit_to_json(h) for h in hits], ensure_ascii=True) + "\n"
-    assert {Path(h["path"]).name for h in json.loads(via_process)[:2]} == {small.name, "beach sunset.png"}
+    answer = json.loads(via_process)
+    assert answer["hits"] == json.loads(json.dumps([hit_to_json(h) for h in hits], ensure_ascii=True))
+    assert answer["parsed"] == {**answer["parsed"], "text": "", "after": None, "before": None}
+    assert {Path(h["path"]).name for h in answer["hits"][:2]} == {small.name, "beach sunset.png"}

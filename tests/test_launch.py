@@ -127,14 +127,14 @@ def test_search_through_the_process_is_identical_and_loads_the_model_once(
         ok(cli(home, "search", "code", "--kind", "code", "--min-score", "-1", "--json")).stdout
         == before["filtered"]
     )
-    hits = json.loads(before["json"])
+    hits = json.loads(before["json"])["hits"]
     assert hits[0]["path"] == str(docs / "travel" / "passport renewal.txt")
     st = launched.get("/api/status").json()
     assert st["searches"] == searches + 3, "the CLI did not go through the running process"
     assert st["model_loads"] == 1 and st["pid"] == launched.info["pid"]
     # Errors are the same one line and exit code either way.
     proc = cli(home, "search", "x", "--under", str(docs / "missing"), "--json")
-    assert proc.returncode == 0 and proc.stdout.strip() == "[]"
+    assert proc.returncode == 0 and json.loads(proc.stdout)["hits"] == []
     proc = cli(home, "search", "")
     assert proc.returncode == 2 and "empty query" in proc.stderr
 

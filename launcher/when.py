@@ -1,7 +1,7 @@
 """Time in a query: "meeting notes from last week" -> the text "meeting notes" and a date range.
 
 A small grammar of our own, not a library. dateparser 1.5 (maintained, offline) was tried on the
-retrieval benchmark's 70 documentation questions and 9 traps: its search_dates read "su" (the
+retrieval benchmark's 60 documentation questions and 9 traps: its search_dates read "su" (the
 command) as Sunday and "y a" as a date in two questions, and "python 3.11 may break" as 11 May,
 "port 2023" as a year, "now" and "march of the penguins" as times; and it answers with one
 instant ("last week" -> seven days ago), not the range a filter needs. parsedatetime and ctparse

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -503,6 +505,38 @@ def test_a_time_in_the_query_is_a_removable_chip(dated_window: Window) -> None:
     assert window.scores() == ["2026-12-01 18:00", "2026-12-01 09:00"]
     chip = window.page.locator("#results .chip.when")
     assert " ".join(chip.inner_text().split()) == "modified yesterday ×"
+
+
+def test_the_api_and_the_cli_through_the_process_report_what_was_parsed(
+    dated_server: tuple[Launched, Path],
+) -> None:
+    """POST /api/search answers `parsed` beside the hits and takes "dates"; `launcher search` through
+    the running process prints the same object as in-process (LAUNCHER_NOW and TZ set for both)."""
+    from tests.test_dates import CLOCK
+
+    launched, _ = dated_server
+    query = "meeting notes from last week"
+    got = launched.post("/api/search", {"text": query}).json()
+    assert got["parsed"]["text"] == "meeting notes" and got["parsed"]["mode"] == "filter"
+    assert [Path(h["path"]).name for h in got["hits"]] == ["meeting notes roadmap.md"]
+    off = launched.post("/api/search", {"text": query, "dates": False}).json()
+    assert off["parsed"]["text"] == query and off["parsed"]["after"] is None
+    assert "meeting notes budget.md" in {Path(h["path"]).name for h in off["hits"]}
+    bad = launched.post("/api/search", {"text": query, "dates": "maybe"})
+    assert bad.status_code == 400 and bad.json()["error"] == "dates: 'maybe' is not true or false"
+    searches = launched.get("/api/status").json()["searches"]
+    env = {**os.environ, "LAUNCHER_HOME": str(launched.home), **CLOCK}
+    through = subprocess.run(
+        [sys.executable, "-m", "launcher.cli", "search", query, "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert launched.get("/api/status").json()["searches"] == searches + 1  # it went through the process
+    answer = json.loads(ok(through).stdout)
+    assert answer["parsed"] == got["parsed"]
+    assert answer["hits"] == [{k: v for k, v in h.items() if k != "piece_id"} for h in got["hits"]]
 
 
 # --- image search with the tiny Qwen3-VL model (random weights: a picture finds its own copies) ---

@@ -643,6 +643,13 @@ def _names(store: Store, cols: FileColumns, terms: list[str], allowed: Mask) -> 
     return _Signal(hit.astype(np.int32), score[hit], np.full(len(hit), -1, dtype=np.int64))
 
 
+def exact_name_files(store: Store, query: str) -> set[str]:
+    """Ids of the files whose whole name, or name without its extension, is the query: search()
+    lists them first, and so must anything that merges its results."""
+    cols = store.file_columns()
+    return {cols.file_id(o) for o in _exact_names(store, cols, query)}
+
+
 def _exact_names(store: Store, cols: FileColumns, query: str) -> list[int]:
     """Files whose whole name, or name without its extension, is the query (NFC, casefolded)."""
     q = unicodedata.normalize("NFC", query.strip()).casefold()

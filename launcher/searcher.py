@@ -195,7 +195,7 @@ class Searcher:
         A time expression becomes a filter (strict) or a preference (weak: files in its range are
         lifted by DATE_WEIGHT, the others still shown); a query that is only a time lists that
         range's files, newest first."""
-        from launcher.search import newest
+        from launcher.search import exact_name_files, newest
 
         parsed = self.parse(query)
         if query.like is not None:
@@ -228,7 +228,8 @@ class Searcher:
             for h in inside
         }
         merged = {h.file_id: h for h in self._search(plain, vector)} | lifted
-        ranked = sorted(merged.values(), key=lambda h: (-h.score, h.path))
+        exact = exact_name_files(self.store, plain.text)  # "tax form 2023" -> tax form 2023.pdf first
+        ranked = sorted(merged.values(), key=lambda h: (h.file_id not in exact, -h.score, h.path))
         return Answer(ranked[: query.top_k], parsed)
 
     def _vector(self, query: Query) -> Any:

@@ -38,6 +38,9 @@ MEETINGS = {
         "office move.",
         "2025-03-02T09:00:00",
     ),
+    # The form for 2023 was filled in in 2024; the one for 2022 in 2023.
+    "tax form 2023.md": ("Tax form: income, deductions and the signature page.", "2024-04-10T10:00:00"),
+    "tax form 2022.md": ("Tax form: income, deductions and the signature page.", "2023-04-12T10:00:00"),
     "tomato garden.md": ("Tomatoes need sun, water and stakes.", "2026-12-01T09:00:00"),
     "pancake recipe.md": ("Pancakes: flour, milk, eggs, a pinch of salt.", "2026-12-01T18:00:00"),
     "journalctl cheatsheet.md": (
@@ -150,6 +153,16 @@ def test_a_weak_expression_prefers_and_keeps_its_year(dated: tuple[Path, Path]) 
     assert {"meeting notes roadmap.md", "meeting notes budget.md"} <= set(names(got))  # still shown
     first = got["hits"][0]
     assert first["scores"]["date"] == 1.0
+
+
+def test_the_guides_example_tax_form_from_2023(dated: tuple[Path, Path]) -> None:
+    """ "tax form from 2023": the 2022 form, saved in 2023, is lifted; the file named "tax form 2023",
+    saved in 2024, still comes first (the year kept in the text matches its name)."""
+    home, _ = dated
+    got = answer(home, "tax form from 2023")
+    assert got["parsed"]["text"] == "tax form 2023" and got["parsed"]["mode"] == "prefer"
+    assert names(got)[:2] == ["tax form 2023.md", "tax form 2022.md"]
+    assert "date" not in got["hits"][0]["scores"] and got["hits"][1]["scores"]["date"] == 1.0
 
 
 def test_queries_without_a_time_are_searched_exactly_as_before(dated: tuple[Path, Path]) -> None:

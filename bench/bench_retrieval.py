@@ -289,7 +289,7 @@ def cli_rank(
         )
         if res.returncode != 0:
             raise SystemExit(f"launcher search failed: {res.stderr.strip()}")
-        hits = json.loads(res.stdout)
+        hits = json.loads(res.stdout)["hits"]  # {"parsed": ..., "hits": [...]}
         out.append([os.path.relpath(h["path"], corpus) for h in hits])
     return out, seconds, summary
 

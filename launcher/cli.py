@@ -359,13 +359,26 @@ def search(
     ] = None,
     rerank_top: RerankTopOpt = None,
     reranker: RerankerOpt = None,
+    dates: Annotated[
+        bool | None,
+        typer.Option(
+            "--dates/--no-dates",
+            help='Read a time in the query ("notes from last week") as a date filter; --no-dates embeds every word. (env LAUNCHER_DATES)',
+        ),
+    ] = None,
     as_json: Annotated[
-        bool, typer.Option("--json", help="Print hits as a JSON list (path, score, kind, locator, snippet).")
+        bool,
+        typer.Option(
+            "--json", help='Print {"parsed": {"text", "after", "before", ...}, "hits": [...]} as JSON.'
+        ),
     ] = False,
 ) -> None:
     """Search the index from the shell (through a running `launcher launch` when there is one: no model reload)."""
+    from dataclasses import replace
+
     from launcher.records import KINDS
     from launcher.searcher import Query, Searcher, hit_to_json
+    from launcher.when import parse, unparsed
 
     for k in kind or []:
         if k not in KINDS:
@@ -381,6 +394,7 @@ def search(
         after=_parse_date(after, "--after"),
         before=_parse_date(before, "--before"),
         min_score=config.resolve("min_score", min_score),
+        dates=config.resolve("dates", dates),
     )
     model_name = config.resolve("model", model)
     mmproj_path = config.resolve("mmproj", str(mmproj) if mmproj else None)
@@ -392,6 +406,8 @@ def search(
     answer = _through_server(_index_dir(index_dir), q, model_name, mmproj_path, reranker_file, top_n)
     if answer is not None:
         hits, reranked = answer.hits, answer.reranked
+        # A process started before dates were read says nothing: read them the same way here.
+        parsed = answer.parsed or (parse(q.text) if q.dates else unparsed(q.text))
     else:
         searcher = Searcher(
             _index_dir(index_dir),
@@ -400,23 +416,40 @@ def search(
             engine_options=_engine_options(threads, None, None),
         )
         try:
-            hits = searcher.search(q)
+            found = searcher.answer(q)
         finally:
             searcher.close()
-    if want_rerank and hits and not reranked:
-        hits = _rerank(_index_dir(index_dir), q, hits, reranker_choice, top_n, threads)
+        hits, parsed = found.hits, found.parsed
+    listing = parsed.found and not parsed.text.strip() and image is None  # "yesterday": newest first
+    if want_rerank and hits and not reranked and not listing:
+        hits = _rerank(
+            _index_dir(index_dir), replace(q, text=parsed.text), hits, reranker_choice, top_n, threads
+        )
     if as_json:
-        sys.stdout.write(json.dumps([hit_to_json(h) for h in hits], ensure_ascii=True) + "\n")
+        out = {"parsed": parsed.to_json(), "hits": [hit_to_json(h) for h in hits]}
+        sys.stdout.write(json.dumps(out, ensure_ascii=True) + "\n")
         return
+    if parsed.found:
+        typer.echo(
+            f"{parsed.chip()}: {parsed.span()}" + (f'; searching "{parsed.text}"' if parsed.text else "")
+        )
     if not hits:
         typer.echo("no matches")
         return
     for i, h in enumerate(hits, 1):
         where = h.locator.describe()
         both = f" (retrieval {h.scores['retrieval']:.3f})" if "rerank" in h.scores else ""
-        typer.echo(f"{i:>2}. {h.score:.3f}{both}  {h.path}" + (f"  ({where})" if where else ""))
+        first = _day(h.date) if listing else f"{h.score:.3f}{both}"
+        typer.echo(f"{i:>2}. {first}  {h.path}" + (f"  ({where})" if where else ""))
         if h.snippet:
             typer.echo("      " + " ".join(h.snippet.split())[:160])
+
+
+def _day(epoch: float | None) -> str:
+    """A file's date as the listing of a date-only query shows it: 2026-11-24 14:03."""
+    from datetime import datetime
+
+    return datetime.fromtimestamp(epoch).strftime("%Y-%m-%d %H:%M") if epoch is not None else "-"
 
 
 def _rerank(

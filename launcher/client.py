@@ -17,6 +17,7 @@ from launcher.errors import LauncherError, NotRunning, ServerError
 from launcher.reranking import RerankedHits
 from launcher.runfile import RunInfo, read_running
 from launcher.searcher import Query, hit_from_json
+from launcher.when import parsed_from_json
 
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -71,6 +72,7 @@ class Client:
             "before": query.before.isoformat() if query.before else None,
             "min_score": query.min_score,
             "like": query.like,
+            "dates": query.dates,
             "rerank": rerank,  # always said: the process's own default must not decide for the CLI
             "rerank_top": rerank_top,
             "reranker_file": str(reranker_file) if reranker_file else None,
@@ -84,6 +86,7 @@ class Client:
             [hit_from_json(h) for h in answer["hits"]],
             reranked=bool(answer.get("reranked")),
             rerank_error=answer.get("rerank_error"),
+            parsed=parsed_from_json(answer.get("parsed")),
         )
 
     def toggle(self) -> dict[str, Any]:

@@ -121,6 +121,8 @@ SETTINGS: dict[str, Setting] = {
         "LAUNCHER_RERANK_TOP", "rerank_top", 10, rerank_count, f"a whole number from 1 to {RERANK_TOP_MAX}"
     ),
     "min_score": Setting("LAUNCHER_MIN_SCORE", "min_score", None, float),
+    # Read time expressions in a query ("notes from last week"); off: every word is embedded as typed.
+    "dates": Setting("LAUNCHER_DATES", "dates", True, boolean),
     "search_probe": Setting(
         "LAUNCHER_SEARCH_PROBE",
         "search_probe",

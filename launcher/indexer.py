@@ -30,6 +30,7 @@ from launcher.engine import DOCUMENT_INSTRUCTION, Embedder, EmbedInput
 from launcher.errors import LauncherError, first_line
 from launcher.extract import ExtractError, ExtractSettings, extract
 from launcher.extract.chunk import TokenBudget
+from launcher.extract.image import taken_ns
 from launcher.records import FileRecord, Piece, Skip
 from launcher.store import FileInfo, PieceMeta, Store, Writer
 
@@ -239,6 +240,7 @@ class Indexer:
             progress(Progress("scan", scanned, scanned))
             known = {p: diff_stage.Known(*state) for p, state in writer.state_under(folders).items()}
             plan = diff_stage.plan(records, known)
+            self._backfill_taken(writer)  # committed with the removals and moves below
             self._apply(writer, plan, folders, report, progress, checkpoint, defer)
             self._finish(writer, report, progress, checkpoint)
         report.seconds = time.monotonic() - started
@@ -344,6 +346,14 @@ class Indexer:
         replaced = {rec.path: file_id for rec, file_id in plan.changed}
         self._read_pass(writer, to_read, replaced, report, progress, checkpoint)
 
+    def _backfill_taken(self, writer: Writer) -> None:
+        """Pictures indexed by a launcher that did not record when they were taken get it now:
+        a header read each, once, instead of re-reading (and re-embedding) them."""
+        for file_id, path in writer.pictures_without_taken():
+            if self._stop.is_set():
+                return
+            writer.set_taken(file_id, taken_ns(path))
+
     def _finish(
         self, writer: Writer, report: IndexReport, progress: ProgressFn, checkpoint: Checkpoint | None
     ) -> None:
@@ -404,7 +414,7 @@ class Indexer:
                 report.failed.append(Skip(rec.path, str(exc)))
                 writer.record_failure(rec, str(exc))
                 continue
-            writer.add_file(rec, digest, [PieceMeta.from_piece(p) for p in pieces])
+            writer.add_file(rec, digest, [PieceMeta.from_piece(p) for p in pieces], taken_ns=_taken_of(rec))
             if time.monotonic() - last_commit > COMMIT_SECONDS:
                 writer.commit()
                 last_commit = time.monotonic()
@@ -455,6 +465,7 @@ class Indexer:
                     now_rec,
                     diff_stage.content_hash(now_rec.path, now_rec.size),
                     [PieceMeta.from_piece(p) for p in pieces],
+                    taken_ns=_taken_of(now_rec),
                 )
                 wanted = list(range(len(pieces)))
             else:
@@ -578,6 +589,11 @@ class Indexer:
                 with contextlib.suppress(queue.Empty):
                     q.get(timeout=0.1)
             thread.join()
+
+
+def _taken_of(rec: FileRecord) -> int | None:
+    """When a picture was taken (EXIF), for the date filters; None for other files."""
+    return taken_ns(rec.path) if rec.kind == "image" else None
 
 
 def failure_reason(exc: BaseException) -> str:

@@ -121,4 +121,5 @@ class Hit:
     snippet: str
     file_id: str
     piece_id: str
-    scores: dict[str, float] = field(default_factory=dict)  # vector, keyword, name, rerank
+    scores: dict[str, float] = field(default_factory=dict)  # vector, keyword, name, rerank, date
+    date: float | None = None  # epoch seconds: when a picture was taken, else when the file was modified

@@ -23,6 +23,7 @@ from launcher.errors import LauncherError, ModelError
 from launcher.records import Hit
 from launcher.rerank import Reranker, RerankInput, load_reranker, resolve_reranker
 from launcher.store import Store
+from launcher.when import Parsed
 
 log = logging.getLogger("launcher.reranking")
 
@@ -88,6 +89,7 @@ class RerankedHits:
     hits: list[Hit]
     reranked: bool = False
     rerank_error: str | None = None
+    parsed: Parsed | None = None  # how the query's text was read (launcher.when); None: not said
 
 
 def _file_key(path: Path, mmproj: Path | None) -> tuple[Any, ...]:

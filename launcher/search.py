@@ -41,7 +41,7 @@ import re
 import unicodedata
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -210,6 +210,26 @@ def search(
     ]
 
 
+def newest(
+    store: Store,
+    *,
+    top_k: int = 10,
+    kinds: Iterable[str] | None = None,
+    under: str | None = None,
+    after: Time = None,
+    before: Time = None,
+) -> list[Hit]:
+    """The files in a date range, newest first (a query that is only a time: "yesterday"); each
+    with its first piece as the snippet, score 0: nothing was matched."""
+    cols = store.file_columns()
+    if len(cols) == 0 or top_k <= 0:
+        return []
+    allowed = np.flatnonzero(_file_mask(store, cols, kinds, under, after, before)[:-1])
+    # Newest first; equal dates by path, so the list is the same every time.
+    order = sorted(allowed.tolist(), key=lambda o: (-int(cols.date_ns[o]), cols.paths[o]))[:top_k]
+    return [replace(_hit(store, cols, o, 0.0, [0.0, -1, 0.0, -1, 0.0], [], 0.0), scores={}) for o in order]
+
+
 def _fused(c: list[float], keyword_weight: float, name_weight: float) -> float:
     """The noisy-OR of a candidate's signals. A file none of whose pieces has a vector (read, not yet
     embedded; or a search without a query vector) is judged on its words alone, at full weight."""
@@ -247,10 +267,11 @@ def _file_mask(
             )
         wanted = [KINDS.index(k) for k in kinds]
         ok[:-1] &= np.isin(cols.kinds, np.array(wanted, dtype=np.uint8))
+    # Dates are a picture's taken time (EXIF) when it has one, else the file's modification time.
     if after is not None:
-        ok[:-1] &= cols.mtime_ns >= _ns(after)
+        ok[:-1] &= cols.date_ns >= _ns(after)
     if before is not None:
-        ok[:-1] &= cols.mtime_ns < _ns(before)
+        ok[:-1] &= cols.date_ns < _ns(before)
     if under is not None:
         ok[:-1] &= _under(store, cols, under)
     return ok
@@ -622,6 +643,13 @@ def _names(store: Store, cols: FileColumns, terms: list[str], allowed: Mask) -> 
     return _Signal(hit.astype(np.int32), score[hit], np.full(len(hit), -1, dtype=np.int64))
 
 
+def exact_name_files(store: Store, query: str) -> set[str]:
+    """Ids of the files whose whole name, or name without its extension, is the query: search()
+    lists them first, and so must anything that merges its results."""
+    cols = store.file_columns()
+    return {cols.file_id(o) for o in _exact_names(store, cols, query)}
+
+
 def _exact_names(store: Store, cols: FileColumns, query: str) -> list[int]:
     """Files whose whole name, or name without its extension, is the query (NFC, casefolded)."""
     q = unicodedata.normalize("NFC", query.strip()).casefold()
@@ -673,6 +701,7 @@ def _hit(
         file_id=file_id,
         piece_id=info.piece_id if info else "",
         scores={"vector": float(max(v, 0.0)), "keyword": float(k), "name": float(n)},
+        date=int(cols.date_ns[o]) / 1e9,
     )
 
 

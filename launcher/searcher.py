@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -18,10 +18,16 @@ from launcher.errors import InputError, LauncherError, ModelError, StoreError
 from launcher.models import ResolvedModel, resolve_model
 from launcher.records import Hit, Locator
 from launcher.store import Store
+from launcher.when import Parsed, narrowed, parse, unparsed
 
 log = logging.getLogger("launcher.searcher")
 
 MODEL_HINT = "model.json"  # beside the manifest: which files built this index (informational)
+# How much a weak time expression ("tax form from 2023", "last summer") lifts the files in its
+# range: score = 1 - (1 - score)(1 - DATE_WEIGHT), a noisy-OR like the other signals. Enough to
+# put an in-range file ahead of a slightly better out-of-range one (0.60 -> 0.68), not ahead of a
+# clearly better one (0.80), and it admits nothing below the score floor.
+DATE_WEIGHT = 0.2
 
 
 def write_model_hint(index_dir: Path, model: ResolvedModel) -> None:
@@ -57,6 +63,15 @@ class Query:
     before: datetime | None = None
     min_score: float | None = None
     like: str | None = None  # a piece id: "more like this", searched with that piece's stored vector
+    dates: bool | None = None  # read time expressions in the text (None: the `dates` setting)
+
+
+@dataclass
+class Answer:
+    """The hits for a query, and what was read from its text (launcher.when)."""
+
+    hits: list[Hit]
+    parsed: Parsed
 
 
 def open_store(index_dir: Path) -> Store:
@@ -163,12 +178,62 @@ class Searcher:
 
     def search(self, query: Query) -> list[Hit]:
         """The best files for the query, best first."""
-        from launcher.search import search
+        return self.answer(query).hits
 
+    def parse(self, query: Query) -> Parsed:
+        """The query's text with its time expression read out, unless date parsing is off."""
+        from launcher import config
+
+        on = query.dates if query.dates is not None else config.resolve("dates")
+        if not on or query.like is not None:
+            return unparsed(query.text)
+        return parse(query.text)
+
+    def answer(self, query: Query) -> Answer:
+        """The best files for the query, and how its text was read.
+
+        A time expression becomes a filter (strict) or a preference (weak: files in its range are
+        lifted by DATE_WEIGHT, the others still shown); a query that is only a time lists that
+        range's files, newest first."""
+        from launcher.search import exact_name_files, newest
+
+        parsed = self.parse(query)
         if query.like is not None:
-            return self._more_like(query)
+            return Answer(self._more_like(query), parsed)
         if not query.text.strip() and query.image is None:
             raise InputError("empty query: give text, --image FILE, or both")
+        if not parsed.found:
+            return Answer(self._search(query, self._vector(query)), parsed)
+        rng = narrowed(parsed, query.after, query.before)
+        if not parsed.text.strip() and query.image is None:
+            self.refresh()
+            hits = newest(
+                self.store,
+                top_k=query.top_k,
+                kinds=query.kinds or None,
+                under=query.under,
+                after=rng.after,
+                before=rng.before,
+            )
+            return Answer(hits, parsed)
+        plain = replace(query, text=parsed.text)
+        vector = self._vector(plain)
+        inside = self._search(replace(plain, after=rng.after, before=rng.before), vector)
+        if parsed.strict:
+            return Answer(inside, parsed)
+        lifted = {
+            h.file_id: replace(
+                h, score=1.0 - (1.0 - h.score) * (1.0 - DATE_WEIGHT), scores={**h.scores, "date": 1.0}
+            )
+            for h in inside
+        }
+        merged = {h.file_id: h for h in self._search(plain, vector)} | lifted
+        exact = exact_name_files(self.store, plain.text)  # "tax form 2023" -> tax form 2023.pdf first
+        ranked = sorted(merged.values(), key=lambda h: (h.file_id not in exact, -h.score, h.path))
+        return Answer(ranked[: query.top_k], parsed)
+
+    def _vector(self, query: Query) -> Any:
+        """The query's vector, None when nothing is embedded yet (keyword and name search only)."""
         self.refresh()
         vector = None
         if self.store.stats().embedded > 0 or query.image is not None:
@@ -183,6 +248,13 @@ class Searcher:
                     "and re-index"
                 )
             vector = self.embedder.embed_one(item, dims=self.store.dims)
+        return vector
+
+    def _search(self, query: Query, vector: Any) -> list[Hit]:
+        from launcher.search import search
+
+        if not query.text.strip() and vector is None:
+            return []
         return search(
             self.store,
             vector,
@@ -245,6 +317,12 @@ def hit_to_json(hit: Hit) -> dict[str, Any]:
         "snippet": hit.snippet,
         "scores": {k: round(float(v), 6) for k, v in hit.scores.items()},
         "file_id": hit.file_id,
+        # The date the date filters use (a picture's taken time, else the mtime), local, to the second.
+        "date": (
+            datetime.fromtimestamp(hit.date).astimezone().isoformat(timespec="seconds")
+            if hit.date is not None
+            else None
+        ),
     }
 
 
@@ -259,10 +337,12 @@ def hit_from_json(data: dict[str, Any]) -> Hit:
         file_id=data.get("file_id") or "",
         piece_id=data.get("piece_id") or "",
         scores={k: float(v) for k, v in (data.get("scores") or {}).items()},
+        date=datetime.fromisoformat(data["date"]).timestamp() if data.get("date") else None,
     )
 
 
 __all__ = [
+    "Answer",
     "Query",
     "Searcher",
     "hit_from_json",

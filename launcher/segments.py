@@ -25,18 +25,32 @@ F32 = npt.NDArray[np.float32]
 Mask = npt.NDArray[np.bool_]
 
 # A file-table row is kept as the JSON list it is stored as, [id, path, size, mtime_ns, kind,
-# content_hash, n_pieces, error, name_key, first_piece(, failed)]: building 100k NamedTuples was a
-# third of open(). A file's pieces have consecutive ids first_piece .. first_piece + n_pieces - 1.
-# `failed`, present only when some pieces could not be embedded, maps a piece's position in its
-# file (as a string: JSON keys) to the one-line reason; those pieces are not pending.
+# content_hash, n_pieces, error, name_key, first_piece(, failed(, taken))]: building 100k
+# NamedTuples was a third of open(). A file's pieces have consecutive ids first_piece ..
+# first_piece + n_pieces - 1. `failed`, set only when some pieces could not be embedded, maps a
+# piece's position in its file (as a string: JSON keys) to the one-line reason; those pieces are
+# not pending. `taken`, present for pictures read by a launcher that looks for it, is when the
+# picture was taken (EXIF, epoch nanoseconds) or null when it does not say; rows written before it
+# existed simply end earlier, so old indexes read as they are.
 Row = list[Any]
 COL_PATH, COL_SIZE, COL_MTIME, COL_KIND, COL_HASH, COL_NPIECES, COL_ERROR, COL_NAME, COL_FIRST = range(1, 10)
 COL_FAILED = 10
+COL_TAKEN = 11
 
 
 def failed_of(row: Row) -> dict[str, str]:
     """A row's failed pieces: position -> reason (empty for most rows)."""
     return row[COL_FAILED] if len(row) > COL_FAILED and row[COL_FAILED] else {}
+
+
+def taken_of(row: Row) -> int | None:
+    """When a picture was taken (epoch ns), None when unknown or not a picture."""
+    return row[COL_TAKEN] if len(row) > COL_TAKEN and row[COL_TAKEN] else None
+
+
+def date_of(row: Row) -> int:
+    """The date filters and "newest first" use: when a picture was taken, else the mtime."""
+    return taken_of(row) or row[COL_MTIME]  # type: ignore[no-any-return]
 
 
 class FileTable:

@@ -33,7 +33,7 @@ import threading
 import time
 import warnings
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import lru_cache
 from http.cookies import SimpleCookie
@@ -436,23 +436,26 @@ class LauncherService:
         watcher = self.watcher
         # The watcher shares the model: it waits between its model calls while a query runs.
         with watcher.foreground() if watcher is not None else contextlib.nullcontext():
-            hits = searcher.search(query)
+            answer = searcher.answer(query)
+            hits, parsed = answer.hits, answer.parsed
             store = searcher.store
         self.counters.searches += 1
         wanted = self.options.rerank if rerank is None else rerank
-        if not wanted or query.like is not None or not hits:
-            return RerankedHits(hits)
+        if not wanted or query.like is not None or not hits or not (parsed.text.strip() or query.image):
+            # A date-only query lists files newest first: there is nothing for a reranker to read.
+            return RerankedHits(hits, parsed=parsed)
         # The reranker is the heaviest model call of all: the watcher waits for it too.
         with watcher.foreground() if watcher is not None else contextlib.nullcontext():
-            return self.reranker.rerank(
+            result = self.reranker.rerank(
                 store,
-                query.text,
+                parsed.text,
                 query.image,
                 hits,
                 rerank_top or self.options.rerank_top,
                 only_file=reranker_file,
                 still_wanted=still_wanted,
             )
+        return replace(result, parsed=parsed)
 
     def toggle(self) -> str:
         """Show the search window: focus the open one, else open one. Says which it did."""
@@ -775,8 +778,20 @@ def query_from_json(data: dict[str, Any], upload_dir: Path) -> tuple[Query, Path
         before=date("before"),
         min_score=float(data["min_score"]) if data.get("min_score") is not None else None,
         like=str(data["like"]) if data.get("like") else None,
+        dates=_flag(data, "dates"),
     )
     return query, image
+
+
+def _flag(data: dict[str, Any], key: str) -> bool | None:
+    """A true/false field of a request; None when it is missing (the process's setting decides)."""
+    value = data.get(key)
+    if value is None or isinstance(value, bool):
+        return value
+    try:
+        return config.boolean(value)
+    except ValueError:
+        raise InputError(f"{key}: {value!r} is not true or false") from None
 
 
 @dataclass
@@ -867,6 +882,7 @@ def build_app(service: LauncherService) -> Any:
             if image is not None:
                 image.unlink(missing_ok=True)
         return {
+            "parsed": result.parsed.to_json() if result.parsed else None,
             "hits": [{**hit_to_json(h), "piece_id": h.piece_id} for h in result.hits],
             "reranked": result.reranked,
             "rerank_error": result.rerank_error,

@@ -62,10 +62,12 @@ from launcher.segments import (
     COL_NPIECES,
     COL_PATH,
     COL_SIZE,
+    COL_TAKEN,
     FileTable,
     PieceSegment,
     VectorSegment,
     contains_sorted,
+    date_of,
     encode_vectors,
     failed_of,
     fsync_dir,
@@ -197,6 +199,7 @@ class FileColumns:
     paths: list[str]
     kinds: npt.NDArray[np.uint8]  # index into records.KINDS
     mtime_ns: I64
+    date_ns: I64  # what date filters use: a picture's taken time (EXIF) when known, else mtime_ns
     name_keys: list[str]  # keywords.name_key(path)
     _lookup: I32 = field(repr=False)  # numeric file id -> position, -1 if absent
 
@@ -451,6 +454,7 @@ class Store:
                 paths=[r[COL_PATH] for r in rows.values()],
                 kinds=np.fromiter((code.get(r[COL_KIND], other) for r in rows.values()), np.uint8, len(rows)),
                 mtime_ns=np.fromiter((r[COL_MTIME] for r in rows.values()), np.int64, len(rows)),
+                date_ns=np.fromiter((date_of(r) for r in rows.values()), np.int64, len(rows)),
                 name_keys=[r[COL_NAME] for r in rows.values()],
                 _lookup=lookup,
             )
@@ -849,9 +853,11 @@ class Writer:
         pieces: Sequence[PieceMeta | Piece],
         *,
         error: str | None = None,
+        taken_ns: int | None = None,
     ) -> tuple[FileId, list[PieceId]]:
         """Index a file and its pieces (without vectors yet); replaces a file already at this path.
-        With `error` it is recorded as failed (no pieces) or partial, and not retried while unchanged."""
+        With `error` it is recorded as failed (no pieces) or partial, and not retried while unchanged.
+        A picture's `taken_ns` (EXIF) is stored for every picture, null when it has none."""
         if rec.kind not in KINDS:
             raise ValueError(f"unknown kind {rec.kind!r} for {rec.path}")
         old = self._table.by_path().get(rec.path)
@@ -861,7 +867,12 @@ class Writer:
         self._next_file += 1
         name = keywords.name_key(rec.path)
         row = [fid, rec.path, rec.size, rec.mtime_ns, rec.kind, content_hash, len(pieces), error, name]
-        self._table.put(fid, [*row, self._next_piece])
+        row.append(self._next_piece)
+        if rec.kind == "image":
+            # Recorded even when unknown (null), so a row that lacks the column is one made before
+            # pictures were asked for it (see set_taken).
+            row += [None, taken_ns]
+        self._table.put(fid, row)
         self._upserted.add(fid)
         self._unskip(rec.path)
         ids: list[PieceId] = []
@@ -913,6 +924,26 @@ class Writer:
         self._table.put(fid, new)
         self._upserted.add(fid)
         self._unskip(new_path)
+        self._dirty = True
+
+    def pictures_without_taken(self) -> list[tuple[FileId, str]]:
+        """Pictures indexed before the taken time was recorded: (file id, path)."""
+        return [
+            (f"f{fid}", row[COL_PATH])
+            for fid, row in self._table.rows.items()
+            if row[COL_KIND] == "image" and len(row) <= COL_TAKEN
+        ]
+
+    def set_taken(self, file_id: FileId, taken_ns: int | None) -> None:
+        """Record when a picture was taken (None: it does not say), keeping everything else."""
+        fid = _num(file_id, "f")
+        if fid not in self._table.rows:
+            raise KeyError(f"file {file_id} is not in the index")
+        new = list(self._table.rows[fid])  # a copy: the committed snapshot shares the old row
+        new += [None] * (COL_TAKEN + 1 - len(new))
+        new[COL_TAKEN] = taken_ns
+        self._table.put(fid, new)
+        self._upserted.add(fid)
         self._dirty = True
 
     def record_failure(self, target: FileRecord | str, reason: str, *, file_id: FileId | None = None) -> None:

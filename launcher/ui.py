@@ -25,6 +25,8 @@ from launcher.desktop import WINDOW_TITLE, display_path
 from launcher.errors import InputError, LauncherError
 from launcher.records import Hit
 from launcher.searcher import Query
+from launcher.when import Parsed
+from launcher.when import now as clock
 
 if TYPE_CHECKING:
     from launcher.serve import LauncherService
@@ -163,8 +165,12 @@ def _badge(hit: Hit) -> str:
     return f'<div class="badge k-{esc(hit.kind)}">{esc(ext)}</div>'
 
 
-def _score(hit: Hit) -> str:
-    """The score column: both scores for a reranked hit, the retrieval score for the others."""
+def _score(hit: Hit, by_date: bool = False) -> str:
+    """The score column: both scores for a reranked hit, the retrieval score for the others; the
+    date for a date-only query ("yesterday"), whose files are listed newest first."""
+    if by_date:
+        day = datetime.fromtimestamp(hit.date).strftime("%Y-%m-%d %H:%M") if hit.date is not None else ""
+        return f'<div class="score" title="modified (pictures: taken)">{esc(day)}</div>'
     if "rerank" in hit.scores:
         return (
             '<div class="score rr" title="reranker score · retrieval score">'
@@ -178,7 +184,7 @@ def _score(hit: Hit) -> str:
     return f'<div class="score" title="relevance">{hit.score:.2f}</div>'
 
 
-def render_hit(hit: Hit, index: int, words: list[str]) -> str:
+def render_hit(hit: Hit, index: int, words: list[str], by_date: bool = False) -> str:
     """One result row: thumbnail or kind badge, name, folder, where it matched, snippet, score."""
     name = os.path.basename(hit.path)
     folder = display_path(os.path.dirname(hit.path))
@@ -199,7 +205,7 @@ def render_hit(hit: Hit, index: int, words: list[str]) -> str:
         f'<div class="thumb">{thumb}</div>'
         f'<div class="body"><div class="name"><span class="fname">{esc(name)}</span>{where_html}</div>'
         f'<div class="path">{esc(folder)}</div>{snippet_html}</div>'
-        f'<div class="side">{_score(hit)}'
+        f'<div class="side">{_score(hit, by_date)}'
         f'<div class="kind">{esc(kind)}</div>'
         '<div class="acts">'
         '<button data-act="open" title="Open (Enter)">Open</button>'
@@ -220,8 +226,9 @@ def render_results(
     image: bool = False,
     rerank: str = "off",
     note: str | None = None,
+    parsed: Parsed | None = None,
 ) -> str:
-    """The result list with its header line.
+    """The result list with its header line; a time read from the query is a removable chip.
 
     rerank: "off", "pending" (these hits are being reranked), "done", or "failed" (with the reason
     in `note`, shown above the hits).
@@ -235,6 +242,14 @@ def render_results(
         head.append(
             '<span class="chip plain rr" title="the top hits, reordered by the reranker">Reranked</span>'
         )
+    by_date = False
+    if parsed is not None and parsed.found:
+        by_date = not parsed.text.strip() and not image
+        head.append(
+            f'<span class="chip when" title="{esc(parsed.span())}">{esc(parsed.chip())}'
+            f'<button data-act="undate" data-expr="{esc(parsed.expression)}" '
+            'title="Search without the date: every word as typed">×</button></span>'
+        )
     if like:
         head.append(
             f'<span class="chip">Similar to <b>{esc(like.get("name", ""))}</b>'
@@ -246,7 +261,7 @@ def render_results(
     if not hits:
         body = '<div class="empty">No matching files. Try other words, or widen the filters.</div>'
     else:
-        body = "".join(render_hit(h, i, words) for i, h in enumerate(hits))
+        body = "".join(render_hit(h, i, words, by_date) for i, h in enumerate(hits))
     note_html = f'<div class="note" role="status">Not reranked: {_with_code(note)}</div>' if note else ""
     return (
         f'<div class="results" data-seq="{next(_renders)}" data-query="{esc(query)}" data-rerank="{rerank}">'
@@ -370,7 +385,7 @@ def _under(folder: str | None) -> str | None:
 
 def _after(when: str | None) -> datetime | None:
     days = WHEN.get(when or "any")
-    return datetime.now() - timedelta(days=days) if days else None
+    return clock() - timedelta(days=days) if days else None
 
 
 def rerankable(text: str | None, image: str | None, like: dict[str, str] | None) -> bool:
@@ -390,11 +405,13 @@ def run_search(
     *,
     pending: bool = False,
     still_wanted: Callable[[], bool] | None = None,
+    dates: bool | None = None,
 ) -> tuple[str, dict[str, str] | None]:
     """One search from the window: (results HTML, the "more like this" state to keep).
 
     rerank: have the process rerank the top hits (the slow second step). pending: show the hits as
-    retrieved, marked as being reranked (the quick first step).
+    retrieved, marked as being reranked (the quick first step). dates: False once the person
+    removed the date chip (None: the `dates` setting).
     """
     text = text or ""
     if text.strip() or image:
@@ -410,6 +427,7 @@ def run_search(
             under=_under(folder),
             after=_after(when),
             like=like["piece"] if like else None,
+            dates=dates,
         )
         t0 = time.perf_counter()
         result = service.search(query, rerank, still_wanted=still_wanted)
@@ -420,21 +438,35 @@ def run_search(
         state = "done"
     elif result.rerank_error:
         state = "failed"
-    elif pending and rerankable(text, image, like) and result.hits:
+    elif pending and rerankable(_searched(text, result.parsed), image, like) and result.hits:
         state = "pending"
     else:
         state = "off"
     html_ = render_results(
         result.hits,
-        words=query_words(text),
+        words=query_words(_searched(text, result.parsed)),
         like=like,
         ms=ms,
         query=text,
         image=bool(image),
         rerank=state,
         note=result.rerank_error,
+        parsed=result.parsed,
     )
     return html_, like
+
+
+def _searched(text: str, parsed: Parsed | None) -> str:
+    """The words that were searched: the query without its time expression."""
+    return parsed.text if parsed is not None and parsed.found else text
+
+
+def dates_on(text: str | None, dismissed: str | None) -> bool | None:
+    """None (the setting decides) unless the person removed the chip of a time expression that is
+    still in the query: then False, so its words are searched as typed."""
+    if dismissed and dismissed in " ".join((text or "").split()).lower():
+        return False
+    return None
 
 
 class Tickets:
@@ -478,11 +510,12 @@ class Tickets:
 
 LIKE_JS = """
 element.addEventListener('click', (e) => {
-  const b = e.target.closest('[data-act="like"], [data-act="unlike"]');
+  const b = e.target.closest('[data-act="like"], [data-act="unlike"], [data-act="undate"]');
   if (!b) return;
   e.preventDefault(); e.stopPropagation();
   const hit = b.closest('.hit');
   if (b.dataset.act === 'like' && hit) trigger('click', {like: hit.dataset.piece, name: hit.dataset.name});
+  else if (b.dataset.act === 'undate') trigger('click', {undate: b.dataset.expr});
   else trigger('click', {unlike: true});
 });
 """
@@ -677,6 +710,7 @@ html { overflow-y: scroll; }
 .chip { display: inline-flex; gap: 6px; align-items: center; background: var(--color-accent-soft); color: var(--body-text-color);
   border-radius: 999px; padding: 2px 4px 2px 10px; font-size: 12px; }
 .chip.plain { padding: 2px 10px; }
+.chip.when { background: rgba(48, 164, 108, .16); }
 .chip button { border: none; background: transparent; cursor: pointer; font-size: 15px; line-height: 1; padding: 0 6px; color: inherit; }
 .note { margin: 0 4px 8px; padding: 6px 10px; border-radius: 8px; font-size: 12.5px; color: var(--body-text-color);
   background: rgba(245, 165, 36, .14); border: 1px solid rgba(245, 165, 36, .35); }
@@ -774,10 +808,21 @@ def build(service: LauncherService) -> Any:
         when: str,
         like: dict[str, str] | None,
         rerank: bool,
+        undated: str,
         request: gr.Request,
     ) -> tuple[str, dict[str, str] | None, int]:
         ticket = tickets.issue(request.session_hash)
-        html_, like_ = run_search(service, text, image, kind, folder, when, like, pending=bool(rerank))
+        html_, like_ = run_search(
+            service,
+            text,
+            image,
+            kind,
+            folder,
+            when,
+            like,
+            pending=bool(rerank),
+            dates=dates_on(text, undated),
+        )
         return html_, like_, ticket
 
     def rerank_step(
@@ -788,6 +833,7 @@ def build(service: LauncherService) -> Any:
         when: str,
         like: dict[str, str] | None,
         rerank: bool,
+        undated: str,
         ticket: int,
         request: gr.Request,
     ) -> Any:
@@ -804,24 +850,37 @@ def build(service: LauncherService) -> Any:
             like,
             rerank=True,
             still_wanted=lambda: tickets.current(window, ticket),
+            dates=dates_on(text, undated),
         )
         return html_ if tickets.current(window, ticket) else gr.update()
 
     def on_click(
-        kind: str, folder: str, when: str, evt: gr.EventData, request: gr.Request
-    ) -> tuple[Any, Any, dict[str, str] | None, str, int]:
+        kind: str,
+        folder: str,
+        when: str,
+        text: str,
+        image: str | None,
+        evt: gr.EventData,
+        request: gr.Request,
+    ) -> tuple[Any, Any, dict[str, str] | None, str, int, Any]:
         ticket = tickets.issue(request.session_hash)
         data = evt._data or {}
         if data.get("like"):
             like = {"piece": str(data["like"]), "name": str(data.get("name") or "")}
             html_, like_ = run_search(service, "", None, kind, folder, when, like)
-            return "", None, like_, html_, ticket
+            return "", None, like_, html_, ticket, gr.update()
+        if data.get("undate"):
+            # The chip's ×: the same query with its time words searched as typed, until they change.
+            undated = " ".join(str(data["undate"]).split()).lower()
+            html_, like_ = run_search(service, text, image, kind, folder, when, None, dates=False)
+            return gr.update(), gr.update(), like_, html_, ticket, undated
         html_, _ = run_search(service, "", None, kind, folder, when, None)
-        return gr.update(), gr.update(), None, html_, ticket
+        return gr.update(), gr.update(), None, html_, ticket, gr.update()
 
     with gr.Blocks(title=WINDOW_TITLE, analytics_enabled=False, delete_cache=(3600, 3600)) as blocks:
         like = gr.State(None)
         ticket = gr.State(0)
+        undated = gr.State("")  # the time expression whose chip was removed
         with gr.Row(elem_id="bar"):
             q = gr.Textbox(
                 placeholder="Search your files…",
@@ -885,7 +944,7 @@ def build(service: LauncherService) -> Any:
         go = gr.Button("search", elem_id="go", visible="hidden")
         timer = gr.Timer(STATUS_EVERY_S)
 
-        inputs = [q, img, kind, folder, when, like, rerank]
+        inputs = [q, img, kind, folder, when, like, rerank, undated]
         common: dict[str, Any] = {"show_progress": "hidden", "trigger_mode": "always_last"}
         for trigger in (
             go.click,
@@ -899,7 +958,9 @@ def build(service: LauncherService) -> Any:
             trigger(search, inputs, [results, like, ticket], **common).then(
                 rerank_step, [*inputs, ticket], results, show_progress="hidden"
             )
-        results.click(on_click, [kind, folder, when], [q, img, like, results, ticket], **common)
+        results.click(
+            on_click, [kind, folder, when, q, img], [q, img, like, results, ticket, undated], **common
+        )
         timer.tick(lambda: render_status(service.status()), None, status, show_progress="hidden")
         blocks.load(lambda: gr.update(choices=folder_choices()), None, folder, show_progress="hidden")
     return blocks

@@ -63,8 +63,8 @@ def test_hostile_folder_indexes_with_nothing_stuck(tmp_path: Path) -> None:
         "<b>bold<\\b> &amp; <script>x<\\script>.txt",
     ):
         assert name not in reasons
-    hits = json.loads(ok(cli(home, "search", "lighthouse keeper invoice", "--json")).stdout)
+    hits = json.loads(ok(cli(home, "search", "lighthouse keeper invoice", "--json")).stdout)["hits"]
     assert os.path.basename(hits[0]["path"]) == "lighthouse.txt"
-    hits = json.loads(ok(cli(home, "search", "token512 token513", "--json")).stdout)
+    hits = json.loads(ok(cli(home, "search", "token512 token513", "--json")).stdout)["hits"]
     assert os.path.basename(hits[0]["path"]) == "one-line.json"
     assert hits[0]["locator"].get("char_start") is not None or hits[0]["locator"].get("char_end") is not None

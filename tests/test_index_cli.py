@@ -45,7 +45,8 @@ def index_json(home: Path, *args: str) -> dict[str, Any]:
 
 
 def search_json(home: Path, query: str, *args: str) -> list[dict[str, Any]]:
-    return json.loads(ok(cli(home, "search", query, *args, "--json")).stdout)  # type: ignore[no-any-return]
+    """The hits of `launcher search --json` ({"parsed": ..., "hits": [...]})."""
+    return json.loads(ok(cli(home, "search", query, *args, "--json")).stdout)["hits"]  # type: ignore[no-any-return]
 
 
 def make_tree(root: Path) -> Path:
@@ -292,7 +293,7 @@ def test_multimodal_index_with_tiny_qwen3vl(tmp_path: Path) -> None:
     assert kinds == {"image": 1, "pdf": 1, "video": 1}
     # Query by image: the same picture is the top hit (the stored vector also saw the file name and
     # the document instruction, so the cosine is high but not 1).
-    hits = json.loads(ok(cli(home, "search", "--image", str(docs / "red.png"), "--json")).stdout)
+    hits = json.loads(ok(cli(home, "search", "--image", str(docs / "red.png"), "--json")).stdout)["hits"]
     assert hits and hits[0]["path"] == str(docs / "red.png") and hits[0]["kind"] == "image"
 
 

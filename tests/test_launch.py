@@ -127,14 +127,14 @@ def test_search_through_the_process_is_identical_and_loads_the_model_once(
         ok(cli(home, "search", "code", "--kind", "code", "--min-score", "-1", "--json")).stdout
         == before["filtered"]
     )
-    hits = json.loads(before["json"])
+    hits = json.loads(before["json"])["hits"]
     assert hits[0]["path"] == str(docs / "travel" / "passport renewal.txt")
     st = launched.get("/api/status").json()
     assert st["searches"] == searches + 3, "the CLI did not go through the running process"
     assert st["model_loads"] == 1 and st["pid"] == launched.info["pid"]
     # Errors are the same one line and exit code either way.
     proc = cli(home, "search", "x", "--under", str(docs / "missing"), "--json")
-    assert proc.returncode == 0 and proc.stdout.strip() == "[]"
+    assert proc.returncode == 0 and json.loads(proc.stdout)["hits"] == []
     proc = cli(home, "search", "")
     assert proc.returncode == 2 and "empty query" in proc.stderr
 
@@ -264,7 +264,7 @@ def test_stop_removes_the_run_file_and_a_stale_one_is_cleaned(tmp_path: Path) ->
     proc = cli(home, "toggle")
     assert proc.returncode == 5 and "launcher is not running" in proc.stderr
     assert not run_file.exists()
-    hits = json.loads(ok(cli(home, "search", "passport", "--json")).stdout)
+    hits = json.loads(ok(cli(home, "search", "passport", "--json")).stdout)["hits"]
     assert hits and hits[0]["path"].endswith("passport renewal.txt")
 
 
@@ -299,7 +299,7 @@ def test_launch_watch_builds_and_follows_the_index(tmp_path: Path) -> None:
         assert st["watcher"]["status"]["state"] in ("watching", "embedding", "reading", "reconciling")
         assert launched.post("/api/watch", {"paused": True}).json() == {"ok": True, "paused": True}
         assert launched.get("/api/status").json()["watcher"]["status"]["paused"] is True
-        hits = json.loads(ok(cli(home, "search", "an erupting volcano", "--json")).stdout)
+        hits = json.loads(ok(cli(home, "search", "an erupting volcano", "--json")).stdout)["hits"]
         assert Path(hits[0]["path"]).name == "volcano.txt"
     finally:
         assert launched.stop() == 0
@@ -427,7 +427,7 @@ def test_cli_rerank_goes_through_the_process(rerank_served: tuple[Launched, Path
         return st["searches"], st["reranker"]["reranks"], st["reranker"]["loads"]
 
     searches, reranks, loads = counts()
-    out = json.loads(ok(cli(launched.home, *args)).stdout)
+    out = json.loads(ok(cli(launched.home, *args)).stdout)["hits"]
     assert counts() == (searches + 1, reranks + 1, loads)  # retrieved and reranked there
     api = _search(launched, rerank=True, rerank_top=3)["hits"]
     assert out == [{k: v for k, v in h.items() if k != "piece_id"} for h in api]
@@ -435,12 +435,12 @@ def test_cli_rerank_goes_through_the_process(rerank_served: tuple[Launched, Path
     other = tmp_path / "my-reranker.gguf"
     shutil.copy(RERANKER, other)
     searches, reranks, loads = counts()
-    mine = json.loads(ok(cli(launched.home, *args, "--reranker", str(other))).stdout)
+    mine = json.loads(ok(cli(launched.home, *args, "--reranker", str(other))).stdout)["hits"]
     assert counts() == (searches + 1, reranks, loads)
     assert [h["path"] for h in mine] == [h["path"] for h in out]
     assert [h["scores"]["rerank"] for h in mine[:3]] == pytest.approx(
         [h["scores"]["rerank"] for h in out[:3]]
     )
     # Without --rerank: the hits as retrieved.
-    plain = json.loads(ok(cli(launched.home, *args[:4], "--json")).stdout)
+    plain = json.loads(ok(cli(launched.home, *args[:4], "--json")).stdout)["hits"]
     assert all("rerank" not in h["scores"] for h in plain)

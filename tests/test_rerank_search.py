@@ -72,7 +72,7 @@ def test_cli_search_rerank_shows_both_scores(tmp_path: Path) -> None:
             home, "search", "passport", "--rerank", "--reranker", str(RERANKER), "--rerank-top", "2", "--json"
         )
     )
-    hits = json.loads(proc.stdout)
+    hits = json.loads(proc.stdout)["hits"]
     assert len(hits) >= 2
     head = hits[:2]
     assert all({"rerank", "retrieval"} <= set(h["scores"]) for h in head)

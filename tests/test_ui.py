@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -458,6 +460,85 @@ def test_a_newer_search_makes_an_older_rerank_stale() -> None:
     assert tickets.claim("w1", second) and tickets.current("w2", other)  # windows are independent
 
 
+# --- a time in the query: the chip (fixed clock, files with set dates) -----------------------------
+
+
+@pytest.fixture(scope="module")
+def dated_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Launched, Path]]:
+    """Meeting notes and pictures with set dates (tests/test_dates.py), served on a fixed clock."""
+    from tests.test_dates import CLOCK, dated_tree
+
+    root = tmp_path_factory.mktemp("ui-dated")
+    docs = dated_tree(root)
+    home = root / "home"
+    ok(cli(home, "index", str(docs), "--model", str(MINILM), "--json"))
+    launched = launch(home, "--hotkey", "none", extra_env={**CLOCK, **NO_RERANK_ENV})
+    yield launched, docs
+    launched.stop()
+
+
+@pytest.fixture
+def dated_window(browser: Any, dated_server: tuple[Launched, Path]) -> Iterator[Window]:
+    launched, _ = dated_server
+    yield from _window(browser, launched)
+
+
+def test_a_time_in_the_query_is_a_removable_chip(dated_window: Window) -> None:
+    window = dated_window
+    assert window.search("meeting notes from last week") == ["meeting notes roadmap.md"]
+    chip = window.page.locator("#results .chip.when")
+    assert " ".join(chip.inner_text().split()) == "modified last week ×"
+    assert chip.get_attribute("title") == "2026-11-23 to 2026-11-29"
+    # The words searched are the query without its time: "week" is not marked in the snippet.
+    marks = {m.lower() for m in window.page.locator("#results .snip mark").all_inner_texts()}
+    assert marks == {"meeting", "notes"}
+    # The chip's ×: every word searched as typed, the older meeting notes back, the query untouched.
+    names = window.names_after(lambda: chip.locator("button").click())
+    assert window.page.locator("#results .chip.when").count() == 0
+    assert {"meeting notes budget.md", "meeting notes offsite.md"} <= set(names)
+    assert window.query.input_value() == "meeting notes from last week"
+    # Typing on keeps it off while those words are there ...
+    window.search("meeting notes from last week, action items")
+    assert window.page.locator("#results .chip.when").count() == 0
+    # ... and a query that is only a time lists that day's files, newest first, with their dates.
+    assert window.search("yesterday") == ["pancake recipe.md", "tomato garden.md"]
+    assert window.scores() == ["2026-12-01 18:00", "2026-12-01 09:00"]
+    chip = window.page.locator("#results .chip.when")
+    assert " ".join(chip.inner_text().split()) == "modified yesterday ×"
+
+
+def test_the_api_and_the_cli_through_the_process_report_what_was_parsed(
+    dated_server: tuple[Launched, Path],
+) -> None:
+    """POST /api/search answers `parsed` beside the hits and takes "dates"; `launcher search` through
+    the running process prints the same object as in-process (LAUNCHER_NOW and TZ set for both)."""
+    from tests.test_dates import CLOCK
+
+    launched, _ = dated_server
+    query = "meeting notes from last week"
+    got = launched.post("/api/search", {"text": query}).json()
+    assert got["parsed"]["text"] == "meeting notes" and got["parsed"]["mode"] == "filter"
+    assert [Path(h["path"]).name for h in got["hits"]] == ["meeting notes roadmap.md"]
+    off = launched.post("/api/search", {"text": query, "dates": False}).json()
+    assert off["parsed"]["text"] == query and off["parsed"]["after"] is None
+    assert "meeting notes budget.md" in {Path(h["path"]).name for h in off["hits"]}
+    bad = launched.post("/api/search", {"text": query, "dates": "maybe"})
+    assert bad.status_code == 400 and bad.json()["error"] == "dates: 'maybe' is not true or false"
+    searches = launched.get("/api/status").json()["searches"]
+    env = {**os.environ, "LAUNCHER_HOME": str(launched.home), **CLOCK}
+    through = subprocess.run(
+        [sys.executable, "-m", "launcher.cli", "search", query, "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert launched.get("/api/status").json()["searches"] == searches + 1  # it went through the process
+    answer = json.loads(ok(through).stdout)
+    assert answer["parsed"] == got["parsed"]
+    assert answer["hits"] == [{k: v for k, v in h.items() if k != "piece_id"} for h in got["hits"]]
+
+
 # --- image search with the tiny Qwen3-VL model (random weights: a picture finds its own copies) ---
 
 
@@ -531,5 +612,7 @@ def test_cli_image_search_goes_through_the_process(image_server: tuple[Launched,
         hits = searcher.search(Query(image=small))
     finally:
         searcher.close()
-    assert via_process == json.dumps([hit_to_json(h) for h in hits], ensure_ascii=True) + "\n"
-    assert {Path(h["path"]).name for h in json.loads(via_process)[:2]} == {small.name, "beach sunset.png"}
+    answer = json.loads(via_process)
+    assert answer["hits"] == json.loads(json.dumps([hit_to_json(h) for h in hits], ensure_ascii=True))
+    assert answer["parsed"] == {**answer["parsed"], "text": "", "after": None, "before": None}
+    assert {Path(h["path"]).name for h in answer["hits"][:2]} == {small.name, "beach sunset.png"}

@@ -473,7 +473,7 @@ def test_cli_watch_killed_mid_batch_then_restarted(tmp_path: Path) -> None:
         assert final.stats().pending == 0
         w = read_status(index)
         assert w is not None and w["totals"]["pieces_embedded"] == final.stats().embedded - kept  # none twice
-        hits = json.loads(ok(run_cli(home, "search", "whales in the ocean", "--json")).stdout)
+        hits = json.loads(ok(run_cli(home, "search", "whales in the ocean", "--json")).stdout)["hits"]
         assert hits[0]["path"] == str(docs / "doc011.txt")
 
         # SIGUSR1 pauses, SIGUSR2 resumes; `launcher status` says so.

@@ -6,6 +6,7 @@ import os
 import threading
 import warnings
 from collections.abc import Iterator
+from datetime import datetime
 from typing import cast
 
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -27,6 +28,46 @@ def extract_image(record: FileRecord, settings: ExtractSettings) -> Iterator[Pie
     image = load_image(record.path, settings.max_image_pixels)
     name = os.path.basename(record.path)
     yield Piece(text=name, image=image, locator=Locator(), context=context_of(record), modality="image")
+
+
+# EXIF tags: DateTimeOriginal and its time-zone offset (Exif IFD), DateTime (IFD0) as a fallback.
+_EXIF_IFD = 0x8769
+_DATE_TIME_ORIGINAL = 0x9003
+_OFFSET_TIME_ORIGINAL = 0x9011
+_DATE_TIME = 0x0132
+
+
+def taken_ns(path: str) -> int | None:
+    """When the picture was taken, from its EXIF (epoch ns), None when it does not say.
+
+    EXIF dates are the camera's wall clock; without an OffsetTimeOriginal they are read as local
+    time here. Only the header is read, no pixels. A missing or malformed date is None, never an
+    error: the file's mtime stands in."""
+    if path.lower().endswith(HEIF_EXTENSIONS) and not _enable_heif():
+        return None
+    try:
+        with Image.open(path) as opened:
+            exif = opened.getexif()
+            sub = exif.get_ifd(_EXIF_IFD)
+            stamp = sub.get(_DATE_TIME_ORIGINAL) or exif.get(_DATE_TIME)
+            offset = sub.get(_OFFSET_TIME_ORIGINAL) if sub.get(_DATE_TIME_ORIGINAL) else None
+    except Exception:
+        return None
+    return _exif_ns(stamp, offset)
+
+
+def _exif_ns(stamp: object, offset: object) -> int | None:
+    """'2024:03:05 14:30:00' (+ '+01:00') as epoch ns; None for blanks ('0000:00:00') and junk."""
+    if not isinstance(stamp, str):
+        return None
+    text = stamp.strip().rstrip("\x00")
+    try:
+        moment = datetime.strptime(text[:19], "%Y:%m:%d %H:%M:%S")
+        if isinstance(offset, str) and offset.strip():
+            moment = datetime.strptime(f"{text[:19]} {offset.strip()}", "%Y:%m:%d %H:%M:%S %z")
+    except ValueError:
+        return None
+    return int(moment.timestamp()) * 1_000_000_000 if moment.year >= 1900 else None
 
 
 def load_image(path: str, max_pixels: int) -> Image.Image:

@@ -155,6 +155,7 @@ class LaunchOptions:
     watch: Sequence[Path] = ()
     open_browser: bool = True
     watch_options: Any = None  # IndexOptions for the watcher; None: defaults matching the index
+    scan_flags: Any = None  # roots.ScanFlags the command line gave; None: every root keeps its own
     rerank: bool = False  # the window's switch starts here; an API request without "rerank" gets it
     rerank_top: int = DEFAULT_RERANK_TOP
     reranker: str | None = None  # the --reranker flag; None: the `reranker` setting, read at each use
@@ -284,28 +285,39 @@ class LauncherService:
     def _start_watcher(self) -> None:
         if not self.options.watch:
             return
+        from launcher.roots import ScanFlags, chosen_options
         from launcher.watch import Watcher  # the watcher is optional: imported only for --watch
 
         options = self.options.watch_options or self._watch_options()
+        remembered = Store.open(self.index_dir).root_options() if Store.exists(self.index_dir) else {}
+        folders = [str(Path(p).resolve()) for p in self.options.watch]
         self.watcher = Watcher(
             self.index_dir,
             [Path(p) for p in self.options.watch],
             self.embedder,
             options,
             on_progress=self._on_progress,
+            root_options=chosen_options(remembered, folders, self.options.scan_flags or ScanFlags()),
         )
         self.watcher.start()
 
     def _watch_options(self) -> Any:
-        from launcher.indexer import IndexOptions
+        from launcher.indexer import IndexOptions, document_instruction, kept_chunk_tokens
 
         storage = config.resolve("storage")
         dims = config.resolve("dims")
+        identity = None
         if Store.exists(self.index_dir):  # keep the index's own shape: a watcher never resets it
             store = Store.open(self.index_dir)
             storage = store.dtype
             dims = store.dims if store.dims != getattr(self.embedder, "dims", store.dims) else None
-        return IndexOptions(dims=dims, storage=storage)
+            identity = store.identity
+        return IndexOptions(
+            dims=dims,
+            storage=storage,
+            instruction=document_instruction(identity),
+            chunk_tokens=config.resolve("chunk_tokens") or kept_chunk_tokens(identity),
+        )
 
     def _on_progress(self, ev: Any) -> None:
         self.counters.last_progress = {

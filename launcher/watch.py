@@ -21,7 +21,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,8 @@ from launcher.changes import ChangeQueue, inside
 from launcher.engine import Embedder
 from launcher.errors import ModelMismatch, StoreError, StoreLocked
 from launcher.indexer import Indexer, IndexOptions, IndexReport, Progress
+from launcher.roots import ScanOptions
+from launcher.store import Store, take_gone
 
 log = logging.getLogger("launcher.watch")
 
@@ -228,11 +230,15 @@ class Watcher:
         poll_interval_s: float = POLL_INTERVAL_S,
         nice: int = WORKER_NICE,
         embed_unit: int = EMBED_UNIT,
+        root_options: Mapping[str, ScanOptions] | None = None,
     ) -> None:
         self.index_dir = Path(index_dir).expanduser()
         self.roots = scan_stage.unique_paths([str(Path(r).expanduser().resolve()) for r in roots])
         if not self.roots:
             raise ValueError("no folders to watch")
+        # Each root is scanned with the options given for it, else those the index remembers.
+        remembered = Store.open(self.index_dir).root_options() if Store.exists(self.index_dir) else {}
+        self.root_options = {**remembered, **(root_options or {})}
         self.options = options
         self.settle_s = settle_s
         self.reconcile_interval_s = reconcile_interval_s
@@ -243,7 +249,11 @@ class Watcher:
         self._on_progress_cb = on_progress
         self._embed = options.embed
         # Reading and embedding are separate steps here, so that embedding can give way.
-        self._indexer = Indexer(self.index_dir, embedder, replace(options, embed=False))
+        self._indexer = Indexer(
+            self.index_dir, embedder, replace(options, embed=False), root_options=root_options
+        )
+        default = self._indexer.default_scan()
+        filters = {r: self.root_options.get(r, default) for r in self.roots}
         self._tick = max(0.05, min(0.25, settle_s / 4))
 
         self._lock = threading.Lock()  # guards the status fields below
@@ -260,6 +270,7 @@ class Watcher:
             index_dir=self.index_dir,
             include_hidden=options.include_hidden,
             excludes=options.excludes,
+            per_root={r: (o.include_hidden, o.excludes) for r, o in filters.items()},
             wake=self._wake.set,
         )
         self._paused = False
@@ -617,6 +628,8 @@ class Watcher:
 
     def _apply_moves_and_removals(self) -> None:
         removed, moves = self._queue.take_moves_and_removals()
+        gone = take_gone(self.index_dir)  # files search found missing: events for them were lost
+        removed = [*removed, *gone]
         if not (removed or moves):
             return
         try:

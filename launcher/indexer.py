@@ -568,8 +568,7 @@ class Indexer:
             if old_id is not None:
                 writer.remove_file(old_id)
             try:
-                pieces = pieces_for_model(extract(rec, settings=self.extract_settings), images=self.images)
-                digest = diff_stage.content_hash(rec.path, rec.size)
+                rec, digest, pieces = self._read_version(rec)
             except ExtractError as exc:
                 report.failed.append(Skip(rec.path, str(exc)))
                 writer.record_failure(rec, str(exc))
@@ -589,6 +588,22 @@ class Indexer:
                 last_commit = time.monotonic()
             progress(Progress("read", n, len(records), path=rec.path))
         writer.commit()
+
+    def _read_version(self, rec: FileRecord) -> tuple[FileRecord, str, list[Piece]]:
+        """One version of a file: its stat, content hash and pieces, all from the same bytes as far as
+        the file system can tell (the stat before and after agree; a file being written is read
+        again), so that text, snippets and vectors never mix two versions."""
+        for _ in range(3):
+            st = os.stat(rec.path)
+            now = FileRecord(rec.path, st.st_size, st.st_mtime_ns, rec.kind)
+            digest = diff_stage.content_hash(now.path, now.size)
+            pieces = pieces_for_model(
+                extract(now, settings=self._extract_settings(now.path)), images=self.images
+            )
+            after = os.stat(rec.path)
+            if (after.st_size, after.st_mtime_ns) == (now.size, now.mtime_ns):
+                break
+        return now, digest, pieces
 
     def _embed_pass(
         self,
@@ -623,17 +638,19 @@ class Indexer:
                 report.pieces_failed += len(piece_ids)
                 done += len(piece_ids)
                 continue
-            now_rec, pieces = extracted
-            if (now_rec.size, now_rec.mtime_ns) != (rec.size, rec.mtime_ns) or len(
-                pieces
-            ) != writer.piece_count(file_id):
-                # The file changed since its text was stored: store this version's pieces, so that
-                # text, snippets and vectors all come from one version, and embed those.
+            now_rec, digest, pieces = extracted
+            stored = writer.file(file_id)
+            if (
+                (now_rec.size, now_rec.mtime_ns) != (rec.size, rec.mtime_ns)
+                or len(pieces) != writer.piece_count(file_id)
+                or (stored is not None and stored.content_hash not in ("", digest))
+            ):
+                # The file changed since its text was stored (even in place, with the same size,
+                # time stamp or piece count): store this version's pieces, so that text, snippets
+                # and vectors all come from one version, and embed those.
                 total += len(pieces) - len(piece_ids)
                 file_id, piece_ids = writer.add_file(
-                    now_rec,
-                    diff_stage.content_hash(now_rec.path, now_rec.size),
-                    [PieceMeta.from_piece(p) for p in pieces],
+                    now_rec, digest, [PieceMeta.from_piece(p) for p in pieces]
                 )
                 wanted = list(range(len(pieces)))
             else:
@@ -702,11 +719,11 @@ class Indexer:
 
     def _lookahead(
         self, order: list[str], files: dict[str, FileRecord]
-    ) -> Iterator[tuple[str, FileRecord, tuple[FileRecord, list[Piece]] | str | None]]:
+    ) -> Iterator[tuple[str, FileRecord, tuple[FileRecord, str, list[Piece]] | str | None]]:
         """Extract the next few files in a thread while the caller embeds the current one; each comes
         with the record of the version that was read (its stat taken just before), or the reason it
         could not be read, or None for a file that is gone."""
-        q: queue.Queue[tuple[str, FileRecord, tuple[FileRecord, list[Piece]] | str | None] | None] = (
+        q: queue.Queue[tuple[str, FileRecord, tuple[FileRecord, str, list[Piece]] | str | None] | None] = (
             queue.Queue(maxsize=LOOKAHEAD_FILES)
         )
         stop = self._stop
@@ -718,20 +735,13 @@ class Indexer:
                     if stop.is_set() or closing.is_set():
                         break
                     rec = files[file_id]
-                    result: tuple[FileRecord, list[Piece]] | str
+                    result: tuple[FileRecord, str, list[Piece]] | str
                     try:
                         try:
-                            st = os.stat(rec.path)
+                            result = self._read_version(rec)
                         except FileNotFoundError:
                             q.put((file_id, rec, None))
                             continue
-                        now = FileRecord(rec.path, st.st_size, st.st_mtime_ns, rec.kind)
-                        result = (
-                            now,
-                            pieces_for_model(
-                                extract(now, settings=self.extract_settings), images=self.images
-                            ),
-                        )
                     except ExtractError as exc:
                         result = str(exc)
                     except OSError as exc:
@@ -771,7 +781,7 @@ def failure_reason(exc: BaseException) -> str:
 
 def _known(infos: Iterable[FileInfo]) -> dict[str, diff_stage.Known]:
     """What the diff compares a scan with."""
-    return {i.path: diff_stage.Known(i.file_id, i.size, i.mtime_ns, i.content_hash) for i in infos}
+    return {i.path: diff_stage.Known(i.file_id, i.size, i.mtime_ns, i.content_hash, i.kind) for i in infos}
 
 
 def _under_any(path: str, folders: Sequence[str]) -> bool:

@@ -887,14 +887,14 @@ class Writer:
             out[file_id] = FileRecord(r[COL_PATH], r[COL_SIZE], r[COL_MTIME], r[COL_KIND])
         return out
 
-    def state_under(self, roots: Sequence[str]) -> dict[str, tuple[str, int, int, str]]:
-        """path -> (file id, size, mtime_ns, content hash) of the indexed files at or below any of
+    def state_under(self, roots: Sequence[str]) -> dict[str, tuple[str, int, int, str, str]]:
+        """path -> (file id, size, mtime_ns, content hash, kind) of the indexed files at or below any of
         these folders: what a rescan's diff needs, as plain tuples (FileInfo objects for 100k
         files cost more than the scan itself)."""
         exact = set(roots)
         prefixes = tuple(r.rstrip(os.sep) + os.sep for r in roots)
         return {
-            row[COL_PATH]: (f"f{fid}", row[COL_SIZE], row[COL_MTIME], row[COL_HASH])
+            row[COL_PATH]: (f"f{fid}", row[COL_SIZE], row[COL_MTIME], row[COL_HASH], row[COL_KIND])
             for fid, row in self._table.rows.items()
             if row[COL_PATH].startswith(prefixes) or row[COL_PATH] in exact
         }

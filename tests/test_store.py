@@ -319,7 +319,7 @@ def test_what_the_indexer_asks_of_the_writer(tmp_path: Path) -> None:
         assert w.pending_count() == 5
         assert w.pending_by_file() == {fa: [pa[0], pa[2]], fb: pb, fc: pc}
         assert set(w.state_under(["/r"])) == {"/r/a.txt", "/r/sub/c.txt"}
-        assert w.state_under(["/r/"])["/r/a.txt"] == (fa, 10, 1, "ha")
+        assert w.state_under(["/r/"])["/r/a.txt"] == (fa, 10, 1, "ha", "text")
         assert set(w.state_under(["/r/sub/c.txt", "/r/su"])) == {"/r/sub/c.txt"}  # a file; no half-names
         assert w.files_by_id([fc]) == {fc: rec("/r/sub/c.txt")}
         assert w.piece_count(fa) == 3 and w.pieces_of(fa) == pa

@@ -694,6 +694,16 @@ def models_pull(
 def main() -> None:
     """Entry point: run the app, turning library errors into one line on stderr and an exit code."""
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    from launcher.files import keep_private, make_private
+
+    # Everything the launcher writes is private (folders 0700, files 0600), whatever the umask;
+    # what an older version left readable under LAUNCHER_HOME is fixed (only its own folders: the
+    # home may be set to a folder that holds other things).
+    keep_private()
+    home = config.home()
+    make_private(home)
+    for name in ("index", "run", "models", "config.toml"):
+        make_private(home / name, recursive=True)
     # File names that are not valid UTF-8 arrive as surrogate escapes: print their original bytes,
     # as ls does. JSON output escapes them (ensure_ascii), so it stays valid and round-trips.
     for stream in (sys.stdout, sys.stderr):

@@ -713,7 +713,7 @@ class Writer:
             raise
 
     def _lock(self) -> int:
-        fd = os.open(self.root / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self.root / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -1209,7 +1209,9 @@ class Writer:
         m["committed_at"] = time.time()
         fsync_dir(self.root)
         tmp = self.root / (MANIFEST + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as fh:
+        with os.fdopen(
+            os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8"
+        ) as fh:
             json.dump(m, fh, indent=1)
             fh.flush()
             os.fsync(fh.fileno())
@@ -1420,6 +1422,8 @@ class Writer:
         src_row = np.concatenate([r for _, r in rows])
         dtype = parts[0][0].vectors.dtype
         path = self.root / f"{name}.vec.npy"
+        # Created empty and private first: open_memmap would make it with the umask's mode.
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         out = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(len(ids), self.dims))
         scales = np.empty(len(ids), dtype=np.float32) if dtype == np.int8 else None
         chunk = 65536  # bounded memory: a merge never holds all vectors at once

@@ -704,7 +704,9 @@ class Watcher:
         path = self.index_dir / STATUS_FILE
         tmp = path.with_name(f"{STATUS_FILE}.{os.getpid()}.{threading.get_ident()}.tmp")
         try:
-            tmp.write_text(json.dumps(self.status(), indent=1, ensure_ascii=True), encoding="utf-8")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(json.dumps(self.status(), indent=1, ensure_ascii=True))
             os.replace(tmp, path)
         except OSError as exc:  # a full disk must not stop the watcher; status is informational
             log.debug("cannot write %s: %s", path, exc)

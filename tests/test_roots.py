@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 import sys
 import time
@@ -209,3 +210,49 @@ def test_launch_accepts_the_scan_flags_of_watch() -> None:
 
     assert scan_flags("launch") == scan_flags("watch") == scan_flags("index")
     assert len(scan_flags("launch")) == 5
+
+
+def _modes(top: Path) -> list[tuple[str, int]]:
+    """Every folder and file under top that others could read or enter."""
+    loose = []
+    for folder, dirs, files in os.walk(top):
+        for name in [*dirs, *files]:
+            path = Path(folder) / name
+            mode = path.lstat().st_mode
+            if stat.S_ISLNK(mode):
+                continue
+            want = 0o700 if stat.S_ISDIR(mode) else 0o600
+            if stat.S_IMODE(mode) & 0o777 != want:
+                loose.append((str(path.relative_to(top)), oct(stat.S_IMODE(mode))))
+    return loose
+
+
+def test_everything_under_launcher_home_is_private_whatever_the_umask(tmp_path: Path) -> None:
+    docs, pics = two_folders(tmp_path)
+    home = tmp_path / "home"
+    # An index left by an older version: readable by everyone.
+    (home / "index").mkdir(parents=True, mode=0o755)
+    os.chmod(home, 0o755)
+    os.chmod(home / "index", 0o755)
+    (home / "config.toml").write_text("threads = 2\n", encoding="utf-8")
+    os.chmod(home / "config.toml", 0o644)
+    env = {**os.environ, "LAUNCHER_HOME": str(home), "LAUNCHER_THREADS": "2"}
+    for args in (["index", str(docs), "--model", str(MINILM), "--json"], ["index", str(pics), "--json"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "launcher.cli", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            preexec_fn=lambda: os.umask(0o022),  # noqa: PLW1509 - the person's usual umask
+        )
+        assert done.returncode == 0, done.stderr
+    (docs / "volcano.txt").unlink()
+    paths(home, "lava volcano")  # search queues the gone file: that file is private too
+    assert (home / "index" / GONE).exists()
+    assert stat.S_IMODE(home.stat().st_mode) == 0o700
+    assert _modes(home) == []
+    # An index folder outside the home is private too.
+    elsewhere = tmp_path / "elsewhere"
+    ok(cli(home, "index", str(pics), "--index-dir", str(elsewhere), "--model", str(MINILM), "--json"))
+    assert stat.S_IMODE(elsewhere.stat().st_mode) == 0o700 and _modes(elsewhere) == []

@@ -276,6 +276,10 @@ def test_every_api_field_is_validated(served: tuple[Launched, Path, dict[str, st
                 body[:20],
                 resp.text,
             )
+    # The one path parameter: anything but an indexed picture's id is a 404, never a 500.
+    for file_id in ("f", "x1", "f999999999999999999999", "%00", "..%2F..%2Fetc%2Fpasswd", "f1"):
+        resp = launched.get(f"/api/thumb/{file_id}")
+        assert resp.status_code == 404, (file_id, resp.status_code, resp.text)
     # Well-formed requests still work, nulls meaning "not given".
     ok_search = launched.post(
         "/api/search", {"text": "passport", "top_k": 2, "kinds": None, "rerank": "false"}

@@ -345,7 +345,7 @@ class Indexer:
                 folders = scan_stage.unique_paths([str(Path(r).expanduser().resolve()) for r in roots])
             # Roots accumulate: a new one joins the others (a folder inside a root is refreshed
             # with that root's options and not added).
-            merged = merge_roots(current, {f: self._options_for(f, current) for f in folders})
+            merged = merge_roots(current, {f: self.options_for(f, current) for f in folders})
             writer.set_roots(merged)
             self._roots = merged
             report.removed += self._drop_gone(writer)
@@ -392,7 +392,7 @@ class Indexer:
         with self.open_writer(reset_on_mismatch=False) as writer:
             current = writer.root_options()
             roots = list(roots) if roots is not None else list(current)
-            self._roots = {r: self._options_for(r, current) for r in roots}
+            self._roots = {r: self.options_for(r, current) for r in roots}
             report.removed += self._drop_gone(writer)
             known = _PathIndex(writer.files())
             for src, dst in moves:
@@ -440,7 +440,7 @@ class Indexer:
         report = IndexReport()
         with self.open_writer(reset_on_mismatch=False) as writer:
             current = writer.root_options()
-            self._roots = {r: self._options_for(r, current) for r in current}
+            self._roots = {r: self.options_for(r, current) for r in current}
             self._embed_pass(writer, report, progress, checkpoint, unit)
             report.pieces_pending = writer.pending_count()
         report.seconds = time.monotonic() - started
@@ -456,7 +456,7 @@ class Indexer:
             max_image_pixels=self.options.extract.max_image_pixels,
         )
 
-    def _options_for(self, folder: str, current: Mapping[str, ScanOptions]) -> ScanOptions:
+    def options_for(self, folder: str, current: Mapping[str, ScanOptions]) -> ScanOptions:
         """A folder's scan options: chosen for it, else remembered for it (or for the root that holds
         it), else the defaults."""
         if folder in self.root_options:
@@ -479,7 +479,7 @@ class Indexer:
         for folder in scan_stage.unique_paths(list(folders)):
             root = root_of(folder, list(roots))
             if root is None:
-                yield from scan_stage.scan([folder], **self._scan_settings(self._options_for(folder, roots)))
+                yield from scan_stage.scan([folder], **self._scan_settings(self.options_for(folder, roots)))
             elif root == folder:
                 yield from scan_stage.scan([folder], **self._scan_settings(roots[root]))
             else:

@@ -252,8 +252,8 @@ class Watcher:
         self._indexer = Indexer(
             self.index_dir, embedder, replace(options, embed=False), root_options=root_options
         )
-        default = self._indexer.default_scan()
-        filters = {r: self.root_options.get(r, default) for r in self.roots}
+        # A watched folder inside a root filters its events with that root's options.
+        filters = {r: self._indexer.options_for(r, self.root_options) for r in self.roots}
         self._tick = max(0.05, min(0.25, settle_s / 4))
 
         self._lock = threading.Lock()  # guards the status fields below

@@ -186,6 +186,15 @@ def run_forget(index_dir: Path, path: Path) -> int:
     if folder not in store.roots:
         roots = ", ".join(store.roots) or "none"
         raise LauncherError(f"{path} is not a root of the index at {index_dir} (roots: {roots})")
+    from launcher.watch import read_status
+
+    watcher = read_status(index_dir)
+    watched = [r.get("path") for r in (watcher or {}).get("roots", []) if isinstance(r, dict)]
+    if watcher is not None and folder in watched:
+        # It would put the folder back at its next reconcile.
+        raise LauncherError(
+            f"{path} is being watched by pid {watcher.get('pid')}: stop that watcher first, then forget it"
+        )
     with Store.open_writer(
         index_dir,
         store.identity,

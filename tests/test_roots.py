@@ -191,10 +191,15 @@ def test_watch_keeps_the_options_the_index_was_built_with(tmp_path: Path) -> Non
             time.sleep(0.5)
             found = {Path(p).name for p in paths(home, "glaciers")}
         assert ".new.txt" in found and "new.log" not in found
+        # Forgetting a folder a live watcher watches would be undone by it: refused, in one line.
+        refused = cli(home, "forget", str(docs))
+        assert refused.returncode == 1 and refused.stderr.strip().count("\n") == 0
+        assert f"{docs} is being watched by pid {proc.pid}: stop that watcher first" in refused.stderr
     finally:
         proc.terminate()
         proc.wait(timeout=30)
     assert status(home)["scan_options"][str(docs)]["excludes"] == ["*.log"]
+    assert ok(cli(home, "forget", str(docs))).stdout.startswith(f"forgot {docs}: ")
 
 
 def test_launch_accepts_the_scan_flags_of_watch() -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,12 +73,17 @@ class ChangeQueue:
         index_dir: Path,
         include_hidden: bool = False,
         excludes: Sequence[str] = (),
+        per_root: Mapping[str, tuple[bool, Sequence[str]]] | None = None,
         wake: Callable[[], None] = lambda: None,
     ) -> None:
         self.roots = list(roots)
         self.settle_s = settle_s
         self.include_hidden = include_hidden
         self._excluded = scan_stage.exclude_matcher(excludes)
+        # Roots scanned with their own options (hidden files, excludes) filter their events by them.
+        self._per_root = {
+            r: (hidden, scan_stage.exclude_matcher(ex)) for r, (hidden, ex) in (per_root or {}).items()
+        }
         self._index_dirs = {os.path.abspath(index_dir), os.path.realpath(index_dir)}
         self._wake = wake
         self._lock = threading.Lock()
@@ -127,11 +132,12 @@ class ChangeQueue:
         the rescan applies the rest (ignore files, size caps)."""
         rel = path[len(root) + 1 :]
         parts = rel.split(os.sep) if rel else []
+        hidden, excluded = self._per_root.get(root, (self.include_hidden, self._excluded))
         for i, part in enumerate(parts):
-            if part in scan_stage.SYSTEM_DIRS or (part.startswith(".") and not self.include_hidden):
+            if part in scan_stage.SYSTEM_DIRS or (part.startswith(".") and not hidden):
                 return False
             sub = "/".join(parts[: i + 1])
-            if self._excluded(part, sub, os.path.join(root, *parts[: i + 1]), is_dir or i < len(parts) - 1):
+            if excluded(part, sub, os.path.join(root, *parts[: i + 1]), is_dir or i < len(parts) - 1):
                 return False
         return partial_ok or not parts or not scan_stage.is_partial_name(parts[-1])
 

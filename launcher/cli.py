@@ -78,9 +78,13 @@ RerankerOpt = Annotated[
     ),
 ]
 # The scan and storage flags `launcher index` and `launcher watch` share.
+# The scan flags default to None: an unset flag keeps what each root remembers.
 ExcludeOpt = Annotated[
     list[str] | None,
-    typer.Option("--exclude", help="Glob of paths to leave out (repeatable), e.g. '*.log' or 'build/'."),
+    typer.Option(
+        "--exclude",
+        help="Glob of paths to leave out (repeatable), e.g. '*.log' or 'build/'; replaces the root's remembered ones.",
+    ),
 ]
 StorageOpt = Annotated[
     str | None,
@@ -90,18 +94,33 @@ StorageOpt = Annotated[
         "an existing index keeps its own unless this is given. (env LAUNCHER_STORAGE)",
     ),
 ]
-MaxFileMbOpt = Annotated[int, typer.Option("--max-file-mb", min=1, help="Skip files larger than this (MB).")]
-MaxImageMpOpt = Annotated[
-    int,
+MaxFileMbOpt = Annotated[
+    int | None,
     typer.Option(
-        "--max-image-mp", min=1, help="Skip images with more megapixels than this (decompression bombs)."
+        "--max-file-mb", min=1, help="Skip files larger than this (MB; default 1024, then remembered)."
+    ),
+]
+MaxImageMpOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--max-image-mp",
+        min=1,
+        help="Skip images with more megapixels than this (decompression bombs; default 64, then remembered).",
     ),
 ]
 IncludeHiddenOpt = Annotated[
-    bool, typer.Option("--include-hidden", help="Also index hidden files and folders.")
+    bool | None,
+    typer.Option(
+        "--include-hidden/--no-include-hidden",
+        help="Also index hidden files and folders (remembered per root).",
+    ),
 ]
 FollowSymlinksOpt = Annotated[
-    bool, typer.Option("--follow-symlinks", help="Follow symlinked folders (loops are detected).")
+    bool | None,
+    typer.Option(
+        "--follow-symlinks/--no-follow-symlinks",
+        help="Follow symlinked folders, loops detected (remembered per root).",
+    ),
 ]
 CtxOpt = Annotated[
     int | None,
@@ -201,17 +220,20 @@ def _parse_date(value: str | None, flag: str):  # type: ignore[no-untyped-def]
 
 @app.command()
 def index(
-    paths: Annotated[list[Path], typer.Argument(help="Folders (or files) to index.")],
+    paths: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Folders (or files) to add to the index's roots (default: refresh every root)."),
+    ] = None,
     index_dir: IndexDirOpt = None,
     model: ModelOpt = None,
     mmproj: MmprojOpt = None,
     exclude: ExcludeOpt = None,
     dims: DimsOpt = None,
     storage: StorageOpt = None,
-    max_file_mb: MaxFileMbOpt = 1024,
-    max_image_mp: MaxImageMpOpt = 64,
-    include_hidden: IncludeHiddenOpt = False,
-    follow_symlinks: FollowSymlinksOpt = False,
+    max_file_mb: MaxFileMbOpt = None,
+    max_image_mp: MaxImageMpOpt = None,
+    include_hidden: IncludeHiddenOpt = None,
+    follow_symlinks: FollowSymlinksOpt = None,
     no_embed: Annotated[
         bool,
         typer.Option("--no-embed", help="Only read files (names and text become searchable); embed later."),
@@ -236,15 +258,15 @@ def index(
     ctx: CtxOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
-    """Build or refresh the index: scan, read, then embed (recent and small files first)."""
+    """Add folders to the index and refresh them, or refresh every root: scan, read, then embed."""
     from launcher.jobs import run_index
 
     run_index(
-        paths,
+        list(paths or []),
         index_dir=_index_dir(index_dir),
         model=config.resolve("model", model),
         mmproj=config.resolve("mmproj", str(mmproj) if mmproj else None),
-        excludes=list(exclude or []),
+        excludes=exclude,
         dims=config.resolve("dims", dims),
         storage=config.explicit("storage", storage),
         max_file_mb=max_file_mb,
@@ -271,10 +293,10 @@ def watch(
     exclude: ExcludeOpt = None,
     dims: DimsOpt = None,
     storage: StorageOpt = None,
-    max_file_mb: MaxFileMbOpt = 1024,
-    max_image_mp: MaxImageMpOpt = 64,
-    include_hidden: IncludeHiddenOpt = False,
-    follow_symlinks: FollowSymlinksOpt = False,
+    max_file_mb: MaxFileMbOpt = None,
+    max_image_mp: MaxImageMpOpt = None,
+    include_hidden: IncludeHiddenOpt = None,
+    follow_symlinks: FollowSymlinksOpt = None,
     poll: Annotated[
         bool,
         typer.Option(
@@ -307,7 +329,7 @@ def watch(
         index_dir=_index_dir(index_dir),
         model=config.resolve("model", model),
         mmproj=config.resolve("mmproj", str(mmproj) if mmproj else None),
-        excludes=list(exclude or []),
+        excludes=exclude,
         dims=config.resolve("dims", dims),
         storage=storage,
         max_file_mb=max_file_mb,
@@ -319,6 +341,18 @@ def watch(
         interval_s=interval,
         settle_s=settle,
     )
+
+
+@app.command()
+def forget(
+    path: Annotated[Path, typer.Argument(help="A root of the index (see `launcher status`).")],
+    index_dir: IndexDirOpt = None,
+) -> None:
+    """Remove a root, and every file under it, from the index."""
+    from launcher.jobs import run_forget
+
+    count = run_forget(_index_dir(index_dir), path)
+    typer.echo(f"forgot {path}: {count} file{'' if count == 1 else 's'} removed from the index")
 
 
 @app.command()
@@ -538,6 +572,11 @@ def launch(
     index_dir: IndexDirOpt = None,
     model: ModelOpt = None,
     mmproj: MmprojOpt = None,
+    exclude: ExcludeOpt = None,
+    max_file_mb: MaxFileMbOpt = None,
+    max_image_mp: MaxImageMpOpt = None,
+    include_hidden: IncludeHiddenOpt = None,
+    follow_symlinks: FollowSymlinksOpt = None,
     threads: ThreadsOpt = None,
     rerank: Annotated[
         bool | None,
@@ -551,6 +590,7 @@ def launch(
 ) -> None:
     """Start the resident process (one per user): model loaded once, search window, global hotkey, watcher."""
     from launcher.hotkey import OFF, parse_combo
+    from launcher.jobs import scan_flags
     from launcher.serve import LaunchOptions, run_launch
 
     combo = config.resolve("hotkey", hotkey)
@@ -560,6 +600,11 @@ def launch(
     for p in watch or []:
         if not p.expanduser().is_dir():
             raise typer.BadParameter(f"no such folder: {p}", param_hint="--watch")
+    flags = scan_flags(exclude, max_file_mb, max_image_mp, include_hidden, follow_symlinks)
+    if flags.any() and not watch:
+        raise typer.BadParameter(
+            "scan options apply to watched folders: add --watch PATH", param_hint="--watch"
+        )
     run_launch(
         LaunchOptions(
             index_dir=_index_dir(index_dir),
@@ -570,6 +615,7 @@ def launch(
             port=config.resolve("port", port),
             hotkey=combo,
             watch=[p.expanduser().resolve() for p in watch or []],
+            scan_flags=flags,
             open_browser=not no_browser,
             rerank=config.resolve("rerank", rerank),
             rerank_top=config.resolve("rerank_top", rerank_top),
@@ -681,6 +727,16 @@ def models_pull(
 def main() -> None:
     """Entry point: run the app, turning library errors into one line on stderr and an exit code."""
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    from launcher.files import keep_private, make_private
+
+    # Everything the launcher writes is private (folders 0700, files 0600), whatever the umask;
+    # what an older version left readable under LAUNCHER_HOME is fixed (only its own folders: the
+    # home may be set to a folder that holds other things).
+    keep_private()
+    home = config.home()
+    make_private(home)
+    for name in ("index", "run", "models", "config.toml"):
+        make_private(home / name, recursive=True)
     # File names that are not valid UTF-8 arrive as surrogate escapes: print their original bytes,
     # as ls does. JSON output escapes them (ensure_ascii), so it stays valid and round-trips.
     for stream in (sys.stdout, sys.stderr):

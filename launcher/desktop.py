@@ -18,7 +18,7 @@ import threading
 import webbrowser
 from pathlib import Path
 
-from launcher import config
+from launcher import config, files
 from launcher.errors import LauncherError
 
 log = logging.getLogger("launcher.desktop")
@@ -54,6 +54,8 @@ def _spawn(argv: list[str]) -> None:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
+            # The person's own umask: files the opened program saves are theirs to share.
+            umask=files.USER_UMASK if files.USER_UMASK is not None else -1,
         )
     except OSError as exc:
         raise LauncherError(f"cannot run {argv[0]}: {exc.strerror or exc}") from None

@@ -46,6 +46,7 @@ class Known(NamedTuple):
     size: int
     mtime_ns: int
     content_hash: str
+    kind: str = ""  # "" when unknown: a move is then matched by content alone
 
 
 @dataclass
@@ -96,7 +97,12 @@ def plan(records: Iterable[FileRecord], known: Mapping[str, Known], *, scanned_a
                 digest = content_hash(rec.path, rec.size)
             except OSError:
                 digest = ""
-            match = next((k for k in candidates if digest and k.content_hash == digest), None)
+            # Same content under a name of another kind (README -> README.md) is read again: its
+            # pieces would be made another way.
+            match = next(
+                (k for k in candidates if digest and k.content_hash == digest and k.kind in ("", rec.kind)),
+                None,
+            )
             if match is not None:
                 reused.add(match.file_id)
                 result.moved.append((rec, match.file_id, digest))

@@ -8,8 +8,44 @@ import os
 from pathlib import Path
 from typing import Any
 
+# The umask the person had before the launcher made its own files private (keep_private): the
+# programs it starts for them (opener, browser) get theirs back.
+USER_UMASK: int | None = None
 
-def atomic_write_json(path: Path, data: Any, *, mode: int = 0o644) -> None:
+
+def keep_private() -> None:
+    """From now on this process creates folders 0700 and files 0600, whatever the umask was."""
+    global USER_UMASK
+    old = os.umask(0o077)
+    if USER_UMASK is None:
+        USER_UMASK = old
+
+
+def make_private(path: Path, *, recursive: bool = False) -> None:
+    """Folders 0700, files 0600 (the owner's bits kept), fixing what an older version or a looser
+    umask left readable by others; symlinks are not followed, paths of other users not touched."""
+    try:
+        st = path.lstat()
+    except OSError:
+        return
+    if os.name != "posix" or st.st_uid != os.getuid():
+        return
+    import stat
+
+    if stat.S_ISDIR(st.st_mode):
+        if st.st_mode & 0o077:
+            with contextlib.suppress(OSError):
+                os.chmod(path, 0o700)
+        if recursive:
+            with contextlib.suppress(OSError), os.scandir(path) as it:
+                for entry in it:
+                    make_private(Path(entry.path), recursive=True)
+    elif stat.S_ISREG(st.st_mode) and st.st_mode & 0o077:
+        with contextlib.suppress(OSError):
+            os.chmod(path, stat.S_IMODE(st.st_mode) & 0o700)
+
+
+def atomic_write_json(path: Path, data: Any, *, mode: int = 0o600) -> None:
     """Write JSON so that a reader sees the old file or the new one, never half of either, even
     after a crash: a temporary file beside it, fsynced, renamed over it, the folder fsynced."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

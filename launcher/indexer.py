@@ -19,10 +19,12 @@ import queue
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from launcher import diff as diff_stage
 from launcher import scan as scan_stage
@@ -32,7 +34,8 @@ from launcher.extract import ExtractError, ExtractSettings, extract
 from launcher.extract.chunk import TokenBudget
 from launcher.extract.image import taken_ns
 from launcher.records import FileRecord, Piece, Skip
-from launcher.store import FileInfo, PieceMeta, Store, Writer
+from launcher.roots import ScanOptions, merge_roots, root_of
+from launcher.store import FileInfo, PieceMeta, Store, Writer, take_gone
 
 log = logging.getLogger("launcher.indexer")
 
@@ -133,10 +136,21 @@ def token_budget(embedder: Embedder, options: IndexOptions) -> TokenBudget:
     )
 
 
+# Identity keys that only image pieces (pictures, PDF pages, video frames) depend on: a change
+# re-embeds those pieces and keeps the text vectors.
+IMAGE_KEYS = ("image_max_pixels", "mmproj_fingerprint")
+# Keys older indexes did not record: a missing one is recorded now, not taken for a change (those
+# indexes were made with the defaults these stand for, unless settings said otherwise).
+RECORDED_LATER = ("image_max_pixels", "flash_attn")
+
+
 def identity_for(embedder: Embedder, options: IndexOptions) -> dict[str, object]:
-    """Everything the stored vectors depend on; a difference means re-embedding from scratch."""
+    """Everything the stored vectors depend on: model, dims (beside it in the manifest), document
+    instruction, chunking, flash attention, and the image budget; a difference re-embeds what it
+    affects (see IMAGE_KEYS), everything otherwise."""
     budget = token_budget(embedder, options)
     ident = dict(embedder.identity())
+    engine = getattr(embedder, "options", None)
     ident.update(
         {
             "pipeline_version": PIPELINE_VERSION,
@@ -148,9 +162,33 @@ def identity_for(embedder: Embedder, options: IndexOptions) -> dict[str, object]
                 "overlap": budget.overlap,
                 "limit": budget.limit,
             },
+            # llama.cpp's flash-attention kernel changes every vector slightly.
+            "flash_attn": bool(getattr(engine, "flash_attn", False)),
         }
     )
+    if embedder.supports_images and engine is not None:
+        # Visual tokens per image (256 on the CPU, 1800 with --gpu-layers by default).
+        ident["image_max_pixels"] = int(engine.image_max_pixels)
     return ident
+
+
+def document_instruction(identity: dict[str, Any] | None = None) -> str:
+    """The instruction documents are embedded with: the `document_instruction` setting, else the one
+    the index was built with (so a watcher never rebuilds an index by accident), else the default."""
+    from launcher import config
+
+    chosen = config.explicit("document_instruction")
+    if chosen:
+        return str(chosen)
+    kept = (identity or {}).get("instruction")
+    return str(kept) if isinstance(kept, str) and kept else DOCUMENT_INSTRUCTION
+
+
+def kept_chunk_tokens(identity: dict[str, Any] | None) -> int | None:
+    """The piece size an index was built with, for writers that were not told one."""
+    chunking = (identity or {}).get("chunking")
+    target = chunking.get("target") if isinstance(chunking, dict) else None
+    return target if isinstance(target, int) and target > 0 else None
 
 
 def embed_input_for(piece: Piece, instruction: str, *, images: bool) -> EmbedInput:
@@ -176,10 +214,20 @@ def pieces_for_model(pieces: list[Piece], *, images: bool) -> list[Piece]:
 class Indexer:
     """Runs indexing jobs against one index directory with one embedder."""
 
-    def __init__(self, index_dir: Path, embedder: Embedder, options: IndexOptions | None = None):
+    def __init__(
+        self,
+        index_dir: Path,
+        embedder: Embedder,
+        options: IndexOptions | None = None,
+        root_options: Mapping[str, ScanOptions] | None = None,
+    ):
         self.index_dir = Path(index_dir)
         self.embedder = embedder
         self.options = options or IndexOptions()
+        # Scan options chosen for some roots (flags); other roots keep what the index remembers.
+        self.root_options = {str(k): v for k, v in (root_options or {}).items()}
+        self._roots: dict[str, ScanOptions] = {}  # the roots of the job under way, with their options
+        self.notes: list[str] = []  # one line each: why pieces were embedded again
         self.images = bool(embedder.supports_images)
         self._stop = threading.Event()
         settings = replace(self.options.extract, budget=token_budget(embedder, self.options))
@@ -199,37 +247,111 @@ class Indexer:
 
         A different model or pipeline resets the index (never mixing vectors), or raises
         ModelMismatch with reset_on_mismatch=False."""
-        return Store.open_writer(
+        writer = Store.open_writer(
             self.index_dir,
             identity_for(self.embedder, self.options),
             dims=self.options.dims or self.embedder.dims,
             dtype=self.options.storage,  # type: ignore[arg-type]
             on_mismatch="reset" if reset_on_mismatch else "raise",
+            adopt=(*IMAGE_KEYS, *RECORDED_LATER),
         )
+        try:
+            self._take_over(writer)
+        except BaseException:
+            writer.close()
+            raise
+        return writer
+
+    def _take_over(self, writer: Writer) -> None:
+        """Apply an identity change the index was kept through: keys it did not record yet are just
+        recorded; a flash-attention change re-embeds everything; an image budget or projector change
+        re-embeds the image pieces and keeps every text vector."""
+        changes = writer.adopted
+        if not changes:
+            return
+        recorded = {k for k, (old, _) in changes.items() if old is None and k in RECORDED_LATER}
+        real = {k: v for k, v in changes.items() if k not in recorded}
+        why = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in real.items())
+        if "flash_attn" in real:
+            self.notes.append(f"every piece is embedded again ({why})")
+            for info in list(writer.files()):
+                if info.n_pieces:
+                    self._readd(writer, info, lambda _meta: False)
+        elif real:
+            count = 0
+            for info in list(writer.files()):
+                if info.kind in ("image", "pdf", "video") and info.n_pieces:
+                    count += self._readd(writer, info, lambda meta: meta.modality != "image")
+            self.notes.append(
+                f"pictures, pages and frames are embedded again, text is kept ({why}): {count} files"
+            )
+        for note in self.notes:
+            log.info("%s", note)
+        writer.commit()
+
+    def _readd(self, writer: Writer, info: FileInfo, keep: Callable[[PieceMeta], bool]) -> int:
+        """Store a file's pieces again without vectors, except those `keep` says keep theirs."""
+        store = writer.snapshot()
+        old_ids = writer.pieces_of(info.file_id)
+        metas: list[PieceMeta] = []
+        for pid in old_ids:
+            piece = store.piece(pid)
+            if piece is None:
+                return 0  # not committed yet: nothing embedded to redo
+            metas.append(PieceMeta(piece.text, piece.locator, piece.modality))
+        kept = [
+            i
+            for i, (pid, m) in enumerate(zip(old_ids, metas, strict=True))
+            if keep(m) and store.piece(pid).has_vector
+        ]  # type: ignore[union-attr]
+        vectors = store.vectors_of([old_ids[i] for i in kept]) if kept else None
+        rec = FileRecord(info.path, info.size, info.mtime_ns, info.kind)
+        _, new_ids = writer.add_file(rec, info.content_hash, metas)
+        if vectors is not None:
+            # Decoded int8 or float16 rows are a hair off unit length: renormalise.
+            vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+            writer.set_vectors([new_ids[i] for i in kept], vectors)
+        return 1
 
     def run(
         self,
-        roots: Sequence[str | Path],
+        roots: Sequence[str | Path] | None,
         progress: ProgressFn = _noop,
         *,
         checkpoint: Checkpoint | None = None,
         defer: Callable[[FileRecord], bool] | None = None,
         reset_on_mismatch: bool = True,
     ) -> IndexReport:
-        """Index `roots` fully: scan, diff, read pass, embed pass.
+        """Add `roots` to the index's roots and index them fully: scan, diff, read pass, embed pass.
+        None refreshes every root (a root missing from disk, e.g. an unmounted drive, keeps its
+        entries and is reported as skipped).
 
         `checkpoint` may stop the read and embed passes early; `defer` names files not to read now
         (both end up in report.deferred, to be read later)."""
         started = time.monotonic()
         report = IndexReport()
-        folders = [str(Path(r).expanduser().resolve()) for r in roots]
         with self.open_writer(reset_on_mismatch=reset_on_mismatch) as writer:
             report.reset_reason = writer.reset_reason
             if self.options.retry_failed:
                 writer.retry_failed()  # failed files are forgotten: the scan below finds them new
-            writer.set_roots(folders)
+            current = writer.root_options()
+            if roots is None:  # refresh every root
+                folders = [r for r in current if os.path.isdir(r)]
+                report.skipped += [
+                    Skip(r, "folder not found: its files stay indexed (`launcher forget` drops them)")
+                    for r in current
+                    if r not in folders
+                ]
+            else:
+                folders = scan_stage.unique_paths([str(Path(r).expanduser().resolve()) for r in roots])
+            # Roots accumulate: a new one joins the others (a folder inside a root is refreshed
+            # with that root's options and not added).
+            merged = merge_roots(current, {f: self.options_for(f, current) for f in folders})
+            writer.set_roots(merged)
+            self._roots = merged
+            report.removed += self._drop_gone(writer)
             records: list[FileRecord] = []
-            for i, item in enumerate(scan_stage.scan(folders, **self._scan_settings())):
+            for i, item in enumerate(self._walk(folders, merged)):
                 if isinstance(item, Skip):
                     report.skipped.append(item)
                 else:
@@ -270,7 +392,10 @@ class Indexer:
         started = time.monotonic()
         report = IndexReport()
         with self.open_writer(reset_on_mismatch=False) as writer:
-            roots = list(roots) if roots is not None else writer.snapshot().roots
+            current = writer.root_options()
+            roots = list(roots) if roots is not None else list(current)
+            self._roots = {r: self.options_for(r, current) for r in roots}
+            report.removed += self._drop_gone(writer)
             known = _PathIndex(writer.files())
             for src, dst in moves:
                 report.moved += self._move(writer, known, src, dst)
@@ -282,7 +407,7 @@ class Indexer:
             scopes = [p for p in scan_stage.unique_paths(list(changed)) if _under_any(p, roots)]
             if scopes:
                 records: list[FileRecord] = []
-                for item in scan_stage.rescan(roots, scopes, **self._scan_settings()):
+                for item in self._walk(scopes, self._roots):
                     if isinstance(item, Skip):
                         report.skipped.append(item)
                     else:
@@ -294,6 +419,20 @@ class Indexer:
         report.seconds = time.monotonic() - started
         return report
 
+    def drop_gone(self) -> int:
+        """Remove the files that search found gone from disk (queued in the index folder)."""
+        with self.open_writer(reset_on_mismatch=False) as writer:
+            return self._drop_gone(writer)
+
+    def _drop_gone(self, writer: Writer) -> int:
+        removed = 0
+        for path in take_gone(self.index_dir):
+            info = writer.file_by_path(path)
+            if info is not None and not os.path.lexists(path):
+                writer.remove_file(info.file_id)
+                removed += 1
+        return removed
+
     def embed_pending(
         self, progress: ProgressFn = _noop, *, checkpoint: Checkpoint | None = None, unit: int | None = None
     ) -> IndexReport:
@@ -302,19 +441,59 @@ class Indexer:
         started = time.monotonic()
         report = IndexReport()
         with self.open_writer(reset_on_mismatch=False) as writer:
+            current = writer.root_options()
+            self._roots = {r: self.options_for(r, current) for r in current}
             self._embed_pass(writer, report, progress, checkpoint, unit)
             report.pieces_pending = writer.pending_count()
         report.seconds = time.monotonic() - started
         return report
 
-    def _scan_settings(self) -> dict[str, Any]:
+    def default_scan(self) -> ScanOptions:
+        """The scan options of a root the index does not know yet and no flag chose: IndexOptions'."""
+        return ScanOptions(
+            excludes=tuple(self.options.excludes),
+            include_hidden=self.options.include_hidden,
+            follow_symlinks=self.options.follow_symlinks,
+            max_file_bytes=self.options.max_file_bytes,
+            max_image_pixels=self.options.extract.max_image_pixels,
+        )
+
+    def options_for(self, folder: str, current: Mapping[str, ScanOptions]) -> ScanOptions:
+        """A folder's scan options: chosen for it, else remembered for it (or for the root that holds
+        it), else the defaults."""
+        if folder in self.root_options:
+            return self.root_options[folder]
+        root = root_of(folder, list(current))
+        return current[root] if root is not None else self.default_scan()
+
+    def _scan_settings(self, options: ScanOptions) -> dict[str, Any]:
         return {
-            "excludes": self.options.excludes,
+            "excludes": options.excludes,
             "index_dir": self.index_dir,
-            "max_file_bytes": self.options.max_file_bytes,
-            "include_hidden": self.options.include_hidden,
-            "follow_symlinks": self.options.follow_symlinks,
+            "max_file_bytes": options.max_file_bytes,
+            "include_hidden": options.include_hidden,
+            "follow_symlinks": options.follow_symlinks,
         }
+
+    def _walk(self, folders: Sequence[str], roots: Mapping[str, ScanOptions]) -> Iterator[FileRecord | Skip]:
+        """Scan each folder with the options of its root: a root whole, a folder inside one as a
+        part of it (the root's ignore files and rules apply)."""
+        for folder in scan_stage.unique_paths(list(folders)):
+            root = root_of(folder, list(roots))
+            if root is None:
+                yield from scan_stage.scan([folder], **self._scan_settings(self.options_for(folder, roots)))
+            elif root == folder:
+                yield from scan_stage.scan([folder], **self._scan_settings(roots[root]))
+            else:
+                yield from scan_stage.rescan([root], [folder], **self._scan_settings(roots[root]))
+
+    def _extract_settings(self, path: str) -> ExtractSettings:
+        """Extraction settings for a file: the pixel cap of its root."""
+        root = root_of(path, list(self._roots))
+        cap = self._roots[root].max_image_pixels if root is not None else None
+        if cap is None or cap == self.extract_settings.max_image_pixels:
+            return self.extract_settings
+        return replace(self.extract_settings, max_image_pixels=cap)
 
     def _apply(
         self,
@@ -399,8 +578,7 @@ class Indexer:
             if old_id is not None:
                 writer.remove_file(old_id)
             try:
-                pieces = pieces_for_model(extract(rec, settings=self.extract_settings), images=self.images)
-                digest = diff_stage.content_hash(rec.path, rec.size)
+                rec, digest, pieces = self._read_version(rec)
             except ExtractError as exc:
                 report.failed.append(Skip(rec.path, str(exc)))
                 writer.record_failure(rec, str(exc))
@@ -420,6 +598,22 @@ class Indexer:
                 last_commit = time.monotonic()
             progress(Progress("read", n, len(records), path=rec.path))
         writer.commit()
+
+    def _read_version(self, rec: FileRecord) -> tuple[FileRecord, str, list[Piece]]:
+        """One version of a file: its stat, content hash and pieces, all from the same bytes as far as
+        the file system can tell (the stat before and after agree; a file being written is read
+        again), so that text, snippets and vectors never mix two versions."""
+        for _ in range(3):
+            st = os.stat(rec.path)
+            now = FileRecord(rec.path, st.st_size, st.st_mtime_ns, rec.kind)
+            digest = diff_stage.content_hash(now.path, now.size)
+            pieces = pieces_for_model(
+                extract(now, settings=self._extract_settings(now.path)), images=self.images
+            )
+            after = os.stat(rec.path)
+            if (after.st_size, after.st_mtime_ns) == (now.size, now.mtime_ns):
+                break
+        return now, digest, pieces
 
     def _embed_pass(
         self,
@@ -454,16 +648,20 @@ class Indexer:
                 report.pieces_failed += len(piece_ids)
                 done += len(piece_ids)
                 continue
-            now_rec, pieces = extracted
-            if (now_rec.size, now_rec.mtime_ns) != (rec.size, rec.mtime_ns) or len(
-                pieces
-            ) != writer.piece_count(file_id):
-                # The file changed since its text was stored: store this version's pieces, so that
-                # text, snippets and vectors all come from one version, and embed those.
+            now_rec, digest, pieces = extracted
+            stored = writer.file(file_id)
+            if (
+                (now_rec.size, now_rec.mtime_ns) != (rec.size, rec.mtime_ns)
+                or len(pieces) != writer.piece_count(file_id)
+                or (stored is not None and stored.content_hash not in ("", digest))
+            ):
+                # The file changed since its text was stored (even in place, with the same size,
+                # time stamp or piece count): store this version's pieces, so that text, snippets
+                # and vectors all come from one version, and embed those.
                 total += len(pieces) - len(piece_ids)
                 file_id, piece_ids = writer.add_file(
                     now_rec,
-                    diff_stage.content_hash(now_rec.path, now_rec.size),
+                    digest,
                     [PieceMeta.from_piece(p) for p in pieces],
                     taken_ns=_taken_of(now_rec),
                 )
@@ -534,11 +732,11 @@ class Indexer:
 
     def _lookahead(
         self, order: list[str], files: dict[str, FileRecord]
-    ) -> Iterator[tuple[str, FileRecord, tuple[FileRecord, list[Piece]] | str | None]]:
+    ) -> Iterator[tuple[str, FileRecord, tuple[FileRecord, str, list[Piece]] | str | None]]:
         """Extract the next few files in a thread while the caller embeds the current one; each comes
         with the record of the version that was read (its stat taken just before), or the reason it
         could not be read, or None for a file that is gone."""
-        q: queue.Queue[tuple[str, FileRecord, tuple[FileRecord, list[Piece]] | str | None] | None] = (
+        q: queue.Queue[tuple[str, FileRecord, tuple[FileRecord, str, list[Piece]] | str | None] | None] = (
             queue.Queue(maxsize=LOOKAHEAD_FILES)
         )
         stop = self._stop
@@ -550,20 +748,13 @@ class Indexer:
                     if stop.is_set() or closing.is_set():
                         break
                     rec = files[file_id]
-                    result: tuple[FileRecord, list[Piece]] | str
+                    result: tuple[FileRecord, str, list[Piece]] | str
                     try:
                         try:
-                            st = os.stat(rec.path)
+                            result = self._read_version(rec)
                         except FileNotFoundError:
                             q.put((file_id, rec, None))
                             continue
-                        now = FileRecord(rec.path, st.st_size, st.st_mtime_ns, rec.kind)
-                        result = (
-                            now,
-                            pieces_for_model(
-                                extract(now, settings=self.extract_settings), images=self.images
-                            ),
-                        )
                     except ExtractError as exc:
                         result = str(exc)
                     except OSError as exc:
@@ -608,7 +799,7 @@ def failure_reason(exc: BaseException) -> str:
 
 def _known(infos: Iterable[FileInfo]) -> dict[str, diff_stage.Known]:
     """What the diff compares a scan with."""
-    return {i.path: diff_stage.Known(i.file_id, i.size, i.mtime_ns, i.content_hash) for i in infos}
+    return {i.path: diff_stage.Known(i.file_id, i.size, i.mtime_ns, i.content_hash, i.kind) for i in infos}
 
 
 def _under_any(path: str, folders: Sequence[str]) -> bool:

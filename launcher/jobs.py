@@ -18,7 +18,15 @@ from launcher import config, models
 from launcher.engine import load_embedder
 from launcher.errors import LauncherError, StoreError
 from launcher.extract import ExtractSettings
-from launcher.indexer import Indexer, IndexOptions, IndexReport, Progress
+from launcher.indexer import (
+    Indexer,
+    IndexOptions,
+    IndexReport,
+    Progress,
+    document_instruction,
+    kept_chunk_tokens,
+)
+from launcher.roots import ScanFlags, ScanOptions, chosen_options
 from launcher.searcher import read_model_hint, write_model_hint
 from launcher.store import Store
 
@@ -33,13 +41,13 @@ def run_index(
     index_dir: Path,
     model: str | None,
     mmproj: str | None,
-    excludes: list[str],
+    excludes: list[str] | None,
     dims: int | None,
     storage: str | None,
-    max_file_mb: int,
-    max_image_mp: int,
-    include_hidden: bool,
-    follow_symlinks: bool,
+    max_file_mb: int | None,
+    max_image_mp: int | None,
+    include_hidden: bool | None,
+    follow_symlinks: bool | None,
     embed: bool,
     engine_options: Any,
     as_json: bool,
@@ -47,25 +55,46 @@ def run_index(
     chunk_tokens: int | None = None,
 ) -> IndexReport:
     """`launcher index`: check the paths, load the model, run the job with progress, print a summary.
-    `storage` None: the existing index's own (a changed default never rebuilds an index), else the
-    default."""
+
+    The paths join the index's roots; no paths refreshes every root. Scan options left None keep
+    what each root remembers (the defaults for a new root). `storage` None: the existing index's
+    own (a changed default never rebuilds an index), else the default."""
     for p in paths:
         if not Path(p).expanduser().exists():
             raise LauncherError(f"no such file or folder: {p}")
+    existing = Store.open(index_dir) if Store.exists(index_dir) else None
+    if not paths and not (existing and existing.roots):
+        raise LauncherError(f"no folders to index: the index at {index_dir} has no roots yet; give PATH")
     if storage is None:
-        storage = Store.stored_dtype(index_dir) or str(config.resolve("storage"))
+        storage = existing.dtype if existing else str(config.resolve("storage"))
+    flags = scan_flags(excludes, max_file_mb, max_image_mp, include_hidden, follow_symlinks)
     options = index_options(  # checks --storage before the model is resolved
-        excludes=excludes,
+        excludes=[],
         dims=dims,
         storage=storage,
-        max_file_mb=max_file_mb,
-        max_image_mp=max_image_mp,
-        include_hidden=include_hidden,
-        follow_symlinks=follow_symlinks,
+        max_file_mb=None,
+        max_image_mp=None,
+        include_hidden=False,
+        follow_symlinks=False,
         embed=embed,
         chunk_tokens=chunk_tokens,
     )
     options.retry_failed = retry_failed
+    # A `document_instruction` setting or --chunk-tokens changes vectors: the identity records them,
+    # and a change re-embeds (with a note). Unset, the index keeps its own: a refresh never rebuilds.
+    options.instruction = document_instruction(existing.identity if existing else None)
+    if chunk_tokens is None:
+        options.chunk_tokens = kept_chunk_tokens(existing.identity if existing else None)
+    folders = [str(Path(p).expanduser().resolve()) for p in paths]
+    root_options = chosen_options(
+        existing.root_options() if existing else {}, folders or (existing.roots if existing else []), flags
+    )
+    nested = [f for f in folders if f not in root_options]
+    if nested and flags.any():
+        _err(
+            f"note: {nested[0]} is inside a root of the index: it is read with that root's options; "
+            "to change them, give the flags with the root's own path"
+        )
     resolved = models.resolve_model(model, mmproj)
     if not model and not resolved.multimodal:
         _note_text_model()
@@ -73,13 +102,15 @@ def run_index(
     with load_embedder(resolved.path, resolved.mmproj, engine_options) as embedder:
         if dims is not None and dims > embedder.dims:
             raise LauncherError(f"--dims {dims} is more than the model's {embedder.dims} dimensions")
-        indexer = Indexer(index_dir, embedder, options)
+        indexer = Indexer(index_dir, embedder, options, root_options=root_options)
         show = not as_json and sys.stderr.isatty()
         # Written first, so that search works on the committed part of an interrupted job.
         write_model_hint(index_dir, resolved)
-        report = _run_with_progress(indexer, [str(p) for p in paths], show)
+        report = _run_with_progress(indexer, folders or None, show)
     if report.reset_reason:
         _err(f"note: the index was rebuilt from scratch ({report.reset_reason})")
+    for note in indexer.notes:
+        _err(f"note: {note}")
     if as_json:
         sys.stdout.write(json.dumps(report.to_dict(), ensure_ascii=True) + "\n")
     else:
@@ -99,27 +130,79 @@ def index_options(
     excludes: list[str],
     dims: int | None,
     storage: str,
-    max_file_mb: int,
-    max_image_mp: int,
+    max_file_mb: int | None,
+    max_image_mp: int | None,
     include_hidden: bool,
     follow_symlinks: bool,
     embed: bool = True,
     chunk_tokens: int | None = None,
 ) -> IndexOptions:
-    """IndexOptions from the flags `launcher index` and `launcher watch` share."""
+    """IndexOptions from the flags `launcher index` and `launcher watch` share (their scan options
+    are those of a root nothing else chose options for)."""
     if storage not in ("float16", "int8", "float32"):
         raise LauncherError(f"--storage must be float16, int8 or float32, not {storage!r}")
+    default = ScanOptions()
     return IndexOptions(
         excludes=excludes,
-        max_file_bytes=max_file_mb * 1024 * 1024,
+        max_file_bytes=max_file_mb * 1024 * 1024 if max_file_mb else default.max_file_bytes,
         include_hidden=include_hidden,
         follow_symlinks=follow_symlinks,
         dims=dims,
         storage=storage,
-        extract=replace(ExtractSettings(), max_image_pixels=max_image_mp * 1_000_000),
+        extract=replace(
+            ExtractSettings(),
+            max_image_pixels=max_image_mp * 1_000_000 if max_image_mp else default.max_image_pixels,
+        ),
         embed=embed,
         chunk_tokens=chunk_tokens,
     )
+
+
+def scan_flags(
+    excludes: list[str] | None,
+    max_file_mb: int | None,
+    max_image_mp: int | None,
+    include_hidden: bool | None,
+    follow_symlinks: bool | None,
+) -> ScanFlags:
+    """The scan options a command line gave (None: not given; no --exclude is not an empty list)."""
+    return ScanFlags(
+        excludes=list(excludes) if excludes else None,
+        include_hidden=include_hidden,
+        follow_symlinks=follow_symlinks,
+        max_file_bytes=max_file_mb * 1024 * 1024 if max_file_mb is not None else None,
+        max_image_pixels=max_image_mp * 1_000_000 if max_image_mp is not None else None,
+    )
+
+
+def run_forget(index_dir: Path, path: Path) -> int:
+    """`launcher forget PATH`: drop a root and every file under it; returns how many files went."""
+    if not Store.exists(index_dir):
+        raise LauncherError(f"no index at {index_dir}: nothing to forget")
+    folder = (
+        str(path.expanduser().resolve()) if path.expanduser().exists() else os.path.abspath(path.expanduser())
+    )
+    store = Store.open(index_dir)
+    if folder not in store.roots:
+        roots = ", ".join(store.roots) or "none"
+        raise LauncherError(f"{path} is not a root of the index at {index_dir} (roots: {roots})")
+    from launcher.watch import read_status
+
+    watcher = read_status(index_dir)
+    watched = [r.get("path") for r in (watcher or {}).get("roots", []) if isinstance(r, dict)]
+    if watcher is not None and folder in watched:
+        # It would put the folder back at its next reconcile.
+        raise LauncherError(
+            f"{path} is being watched by pid {watcher.get('pid')}: stop that watcher first, then forget it"
+        )
+    with Store.open_writer(
+        index_dir,
+        store.identity,
+        dims=store.dims,
+        dtype=store.dtype,  # type: ignore[arg-type]
+    ) as writer:
+        count = writer.forget_root(folder)
+    return count
 
 
 def resolve_index_model(index_dir: Path, model: str | None, mmproj: str | None) -> models.ResolvedModel:
@@ -139,13 +222,13 @@ def run_watch(
     index_dir: Path,
     model: str | None,
     mmproj: str | None,
-    excludes: list[str],
+    excludes: list[str] | None,
     dims: int | None,
     storage: str | None,
-    max_file_mb: int,
-    max_image_mp: int,
-    include_hidden: bool,
-    follow_symlinks: bool,
+    max_file_mb: int | None,
+    max_image_mp: int | None,
+    include_hidden: bool | None,
+    follow_symlinks: bool | None,
     engine_options: Any,
     force_polling: bool,
     interval_s: float,
@@ -180,13 +263,22 @@ def run_watch(
     if not model and not resolved.multimodal and existing is None:
         _note_text_model()
     options = index_options(
-        excludes=excludes,
+        excludes=[],
         dims=dims,
         storage=storage or (existing.dtype if existing else str(config.resolve("storage"))),
-        max_file_mb=max_file_mb,
-        max_image_mp=max_image_mp,
-        include_hidden=include_hidden,
-        follow_symlinks=follow_symlinks,
+        max_file_mb=None,
+        max_image_mp=None,
+        include_hidden=False,
+        follow_symlinks=False,
+    )
+    # Without settings, the watcher keeps the index's instruction and piece size: never a rebuild.
+    options.instruction = document_instruction(existing.identity if existing else None)
+    options.chunk_tokens = config.resolve("chunk_tokens") or kept_chunk_tokens(
+        existing.identity if existing else None
+    )
+    flags = scan_flags(excludes, max_file_mb, max_image_mp, include_hidden, follow_symlinks)
+    root_options = chosen_options(
+        existing.root_options() if existing else {}, [str(r.resolve()) for r in roots], flags
     )
     index_dir.mkdir(parents=True, exist_ok=True)
     with load_embedder(resolved.path, resolved.mmproj, engine_options) as embedder:
@@ -203,6 +295,7 @@ def run_watch(
             settle_s=settle_s,
             reconcile_interval_s=interval_s,
             force_polling=force_polling,
+            root_options=root_options,
         )
         done = threading.Event()
         handlers: dict[int, Any] = {
@@ -230,7 +323,7 @@ def run_watch(
         raise StoreError(watcher.error)
 
 
-def _run_with_progress(indexer: Indexer, roots: list[str], show: bool) -> IndexReport:
+def _run_with_progress(indexer: Indexer, roots: list[str] | None, show: bool) -> IndexReport:
     if not show:
         return indexer.run(roots)
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
@@ -290,6 +383,7 @@ def status_report(index_dir: Path) -> dict[str, Any]:
         "index_dir": str(index_dir),
         "exists": True,
         "roots": store.roots,
+        "scan_options": {r: o.to_json() for r, o in store.root_options().items()},
         "files": st.files,
         "files_by_kind": st.files_by_kind,
         "pieces": st.pieces,
@@ -324,6 +418,10 @@ def format_status(r: dict[str, Any]) -> str:
     lines = [
         f"index:    {r['index_dir']} ({r['bytes_on_disk'] / 1e6:.1f} MB, updated {r['last_update']})",
         f"roots:    {', '.join(r['roots']) or '-'}",
+        *[
+            f"          {root}: {ScanOptions.from_json(opts).describe()}"
+            for root, opts in r.get("scan_options", {}).items()
+        ],
         f"files:    {r['files']} ({kinds})",
         f"pieces:   {r['pieces']}, embedded {r['embedded']}, failed {r['failed_pieces']}, pending {r['pending']} "
         f"({100 * r['embedding_progress']:.0f}% done)",

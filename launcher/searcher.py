@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -15,9 +17,10 @@ from typing import Any
 
 from launcher.engine import QUERY_INSTRUCTION, Embedder, EmbedInput, load_embedder
 from launcher.errors import InputError, LauncherError, ModelError, StoreError
+from launcher.files import atomic_write_json
 from launcher.models import ResolvedModel, resolve_model
 from launcher.records import Hit, Locator
-from launcher.store import Store
+from launcher.store import Store, queue_gone
 from launcher.when import Parsed, narrowed, parse, unparsed
 
 log = logging.getLogger("launcher.searcher")
@@ -37,9 +40,7 @@ def write_model_hint(index_dir: Path, model: ResolvedModel) -> None:
         "model": str(model.path),
         "mmproj": str(model.mmproj) if model.mmproj else None,
     }
-    tmp = index_dir / (MODEL_HINT + ".tmp")
-    tmp.write_text(json.dumps(hint, indent=2), encoding="utf-8")
-    tmp.replace(index_dir / MODEL_HINT)
+    atomic_write_json(index_dir / MODEL_HINT, hint)
 
 
 def read_model_hint(index_dir: Path) -> dict[str, Any] | None:
@@ -107,7 +108,8 @@ class Searcher:
         self._model_arg = model
         self._mmproj_arg = mmproj
         self._engine_options = engine_options
-        self.query_instruction = query_instruction or QUERY_INSTRUCTION
+        # The `query_instruction` setting (flag > env > config) replaces the default task line.
+        self.query_instruction = query_instruction or config.resolve("query_instruction") or QUERY_INSTRUCTION
         self._embedder: Embedder | None = embedder  # given: shared with a watcher, not owned
         self._owns_embedder = embedder is None
         self.model_loads = 0  # how often this searcher loaded a model (the resident process reports it)
@@ -207,15 +209,14 @@ class Searcher:
         rng = narrowed(parsed, query.after, query.before)
         if not parsed.text.strip() and query.image is None:
             self.refresh()
-            hits = newest(
-                self.store,
-                top_k=query.top_k,
-                kinds=query.kinds or None,
-                under=query.under,
-                after=rng.after,
-                before=rng.before,
-            )
-            return Answer(hits, parsed)
+            store = self.store
+
+            def listed(k: int) -> list[Hit]:
+                return newest(
+                    store, top_k=k, kinds=query.kinds or None, under=query.under, after=rng.after, before=rng.before
+                )
+
+            return Answer(present_hits(self.index_dir, listed, query.top_k), parsed)
         plain = replace(query, text=parsed.text)
         vector = self._vector(plain)
         inside = self._search(replace(plain, after=rng.after, before=rng.before), vector)
@@ -255,18 +256,24 @@ class Searcher:
 
         if not query.text.strip() and vector is None:
             return []
-        return search(
-            self.store,
-            vector,
-            query.text,
-            top_k=query.top_k,
-            kinds=query.kinds or None,
-            under=query.under,
-            modified_after=query.after,
-            modified_before=query.before,
-            min_score=self.floor(query.min_score),
-            probe=self.probe,
-        )
+        floor = self.floor(query.min_score)
+        store = self.store
+
+        def top(k: int) -> list[Hit]:
+            return search(
+                store,
+                vector,
+                query.text,
+                top_k=k,
+                kinds=query.kinds or None,
+                under=query.under,
+                modified_after=query.after,
+                modified_before=query.before,
+                min_score=floor,
+                probe=self.probe,
+            )
+
+        return present_hits(self.index_dir, top, query.top_k)
 
     def _more_like(self, query: Query) -> list[Hit]:
         """Files like one piece, found with its stored vector (no model call); the piece's own file left out."""
@@ -286,25 +293,54 @@ class Searcher:
             vector = store.vectors_of([piece.piece_id])[0]
         except KeyError:
             raise InputError("that file is not embedded yet: try again when indexing is done") from None
-        hits = search(
-            store,
-            vector,
-            "",
-            top_k=query.top_k + 1,
-            kinds=query.kinds or None,
-            under=query.under,
-            modified_after=query.after,
-            modified_before=query.before,
-            min_score=self.floor(query.min_score),
-            probe=self.probe,
-        )
-        return [h for h in hits if h.file_id != piece.file_id][: query.top_k]
+        floor = self.floor(query.min_score)
+
+        def top(k: int) -> list[Hit]:
+            hits = search(
+                store,
+                vector,
+                "",
+                top_k=k + 1,
+                kinds=query.kinds or None,
+                under=query.under,
+                modified_after=query.after,
+                modified_before=query.before,
+                min_score=floor,
+                probe=self.probe,
+            )
+            return [h for h in hits if h.file_id != piece.file_id][:k]
+
+        return present_hits(self.index_dir, top, query.top_k)
 
     def close(self) -> None:
         """Free the model (unless it was lent to this searcher)."""
         if self._embedder is not None and self._owns_embedder:
             self._embedder.close()
         self._embedder = None
+
+
+def present_hits(index_dir: Path, top: Callable[[int], list[Hit]], k: int, *, rounds: int = 4) -> list[Hit]:
+    """The best k hits whose files are still on disk: `top(n)` gives the best n; a file found gone is
+    dropped and queued for removal (launcher.store.queue_gone), and more hits are asked for instead."""
+    gone: list[str] = []
+    want = k
+    hits: list[Hit] = []
+    for _ in range(rounds):
+        found = top(want)
+        hits = [h for h in found if h.path not in gone]
+        missing = [h.path for h in hits if not os.path.lexists(h.path)]
+        gone += missing
+        hits = [h for h in hits if h.path not in missing]
+        if len(hits) >= k or len(found) < want or not missing:
+            break
+        want += len(gone)
+    if gone:
+        log.info("%d hit(s) gone from disk, queued for removal", len(gone))
+        try:
+            queue_gone(index_dir, gone)
+        except OSError as exc:  # a read-only index still answers; the next full scan removes them
+            log.warning("cannot queue gone files in %s: %s", index_dir, exc)
+    return hits[:k]
 
 
 def hit_to_json(hit: Hit) -> dict[str, Any]:
@@ -348,6 +384,7 @@ __all__ = [
     "hit_from_json",
     "hit_to_json",
     "open_store",
+    "present_hits",
     "read_model_hint",
     "write_model_hint",
     "LauncherError",

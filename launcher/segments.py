@@ -148,9 +148,14 @@ def load_npy(path: Path) -> npt.NDArray[Any]:
         return np.load(path, allow_pickle=False)  # type: ignore[no-any-return]
 
 
+def _create(path: Path) -> Any:
+    """A new file, private to the user (0600) whatever the umask; FileExistsError if it exists."""
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb")
+
+
 def save_npy(path: Path, arr: npt.NDArray[Any]) -> int:
     """Write a .npy file that did not exist, fsync it, return its size."""
-    with open(path, "xb") as fh:
+    with _create(path) as fh:
         np.save(fh, np.ascontiguousarray(arr), allow_pickle=False)
         fh.flush()
         os.fsync(fh.fileno())
@@ -159,7 +164,7 @@ def save_npy(path: Path, arr: npt.NDArray[Any]) -> int:
 
 def save_bytes(path: Path, data: bytes) -> int:
     """Write a file that did not exist, fsync it, return its size."""
-    with open(path, "xb") as fh:
+    with _create(path) as fh:
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())

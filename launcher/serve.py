@@ -7,6 +7,10 @@ Security model:
 - every request needs the token: `Authorization: Bearer TOKEN` from the CLI, or an HttpOnly,
   SameSite=Strict cookie that the window receives from a one-time URL (`/auth?code=...`) this
   process opens itself; tokens are compared with hmac.compare_digest;
+- no secret on a command line (any user reads those in /proc): the browser is given a private
+  0600 page in the run folder that forwards to the one-time URL, as notebook servers do;
+- every response forbids framing (CSP frame-ancestors 'none', X-Frame-Options DENY), and every API
+  field is type-checked: a malformed one is a 400 naming it, never a 500;
 - requests naming another host (DNS rebinding) or coming from another origin (another local
   page posting to us) are refused before the token is even looked at;
 - the window opens, reveals and copies only files that are in the index.
@@ -76,6 +80,7 @@ class WindowTracker:
         self._streams: dict[int, asyncio.Queue[str | None]] = {}
         self._next = 0
         self._codes: dict[str, float] = {}  # code -> expiry (monotonic)
+        self._pages: dict[str, Path] = {}  # code -> the login page that carries it
         self._opening_until = 0.0
 
     @property
@@ -119,8 +124,13 @@ class WindowTracker:
             self._opening_until = now + OPENING_GRACE_S
         return code
 
+    def attach_page(self, code: str, page: Path) -> None:
+        """The login page that carries this code: deleted when the code is used."""
+        with self._lock:
+            self._pages[code] = page
+
     def redeem(self, code: str | None) -> bool:
-        """True once for a valid, unexpired code."""
+        """True once for a valid, unexpired code; its login page is deleted."""
         if not code:
             return False
         now = time.monotonic()
@@ -129,6 +139,9 @@ class WindowTracker:
                 if same_secret(code, known):
                     del self._codes[known]
                     self._opening_until = 0.0  # the window is here; its event stream follows
+                    page = self._pages.pop(known, None)
+                    if page is not None:
+                        page.unlink(missing_ok=True)
                     return expiry > now
         return False
 
@@ -136,6 +149,35 @@ class WindowTracker:
         """A window was just asked for and has not connected yet."""
         with self._lock:
             return time.monotonic() < self._opening_until
+
+
+LOGIN_PREFIX = "login-"
+
+
+def write_login_page(url: str) -> Path:
+    """A private (0600) page that forwards the browser to `url`; pages older than a code's life
+    are removed first (a window that never came)."""
+    import html
+
+    folder = config.run_dir()
+    cutoff = time.time() - CODE_TTL_S
+    for old in folder.glob(f"{LOGIN_PREFIX}*.html"):
+        with contextlib.suppress(OSError):
+            if old.stat().st_mtime < cutoff:
+                old.unlink()
+    # A name of its own: the browser's command line shows it, so it must not be the code.
+    page = folder / f"{LOGIN_PREFIX}{secrets.token_hex(8)}.html"
+    target = html.escape(url, quote=True)
+    body = (
+        '<!doctype html><html><head><meta charset="utf-8">'
+        f'<meta http-equiv="refresh" content="0;url={target}">'
+        '<meta name="referrer" content="no-referrer">'
+        f'<title>Launcher search</title></head><body><a href="{target}">Open the launcher</a></body></html>'
+    )
+    fd = os.open(page, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(body)
+    return page
 
 
 # --- the service -------------------------------------------------------------------------------
@@ -155,6 +197,7 @@ class LaunchOptions:
     watch: Sequence[Path] = ()
     open_browser: bool = True
     watch_options: Any = None  # IndexOptions for the watcher; None: defaults matching the index
+    scan_flags: Any = None  # roots.ScanFlags the command line gave; None: every root keeps its own
     rerank: bool = False  # the window's switch starts here; an API request without "rerank" gets it
     rerank_top: int = DEFAULT_RERANK_TOP
     reranker: str | None = None  # the --reranker flag; None: the `reranker` setting, read at each use
@@ -284,28 +327,39 @@ class LauncherService:
     def _start_watcher(self) -> None:
         if not self.options.watch:
             return
+        from launcher.roots import ScanFlags, chosen_options
         from launcher.watch import Watcher  # the watcher is optional: imported only for --watch
 
         options = self.options.watch_options or self._watch_options()
+        remembered = Store.open(self.index_dir).root_options() if Store.exists(self.index_dir) else {}
+        folders = [str(Path(p).resolve()) for p in self.options.watch]
         self.watcher = Watcher(
             self.index_dir,
             [Path(p) for p in self.options.watch],
             self.embedder,
             options,
             on_progress=self._on_progress,
+            root_options=chosen_options(remembered, folders, self.options.scan_flags or ScanFlags()),
         )
         self.watcher.start()
 
     def _watch_options(self) -> Any:
-        from launcher.indexer import IndexOptions
+        from launcher.indexer import IndexOptions, document_instruction, kept_chunk_tokens
 
         storage = config.resolve("storage")
         dims = config.resolve("dims")
+        identity = None
         if Store.exists(self.index_dir):  # keep the index's own shape: a watcher never resets it
             store = Store.open(self.index_dir)
             storage = store.dtype
             dims = store.dims if store.dims != getattr(self.embedder, "dims", store.dims) else None
-        return IndexOptions(dims=dims, storage=storage)
+            identity = store.identity
+        return IndexOptions(
+            dims=dims,
+            storage=storage,
+            instruction=document_instruction(identity),
+            chunk_tokens=config.resolve("chunk_tokens") or kept_chunk_tokens(identity),
+        )
 
     def _on_progress(self, ev: Any) -> None:
         self.counters.last_progress = {
@@ -469,9 +523,12 @@ class LauncherService:
         return "opened"
 
     def open_window(self) -> str:
-        """Open a new search window logged in through a one-time URL."""
-        url = f"{self.url}/auth?code={self.windows.mint_code()}"
-        how = desktop.open_window(url)
+        """Open a new search window logged in through a one-time URL, handed to the browser in a
+        private file (a URL on its command line could be read by any user in /proc)."""
+        code = self.windows.mint_code()
+        page = write_login_page(f"{self.url}/auth?code={code}")
+        self.windows.attach_page(code, page)
+        how = desktop.open_window(page.as_uri())
         self.counters.windows_opened += 1
         return how
 
@@ -669,6 +726,8 @@ class TokenGate:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
+        if scope["type"] == "http":
+            send = _unframeable(send)
         headers = _headers(scope)
         loopback = self.service.options.host in LOOPBACK
         hosts = self._allowed_hosts()
@@ -695,6 +754,25 @@ class TokenGate:
             await _deny(scope, send, 403, "not authorized: wrong launcher token")
             return
         await self.app(scope, receive, send)
+
+
+FRAME_HEADERS = [
+    (b"content-security-policy", b"frame-ancestors 'none'"),
+    (b"x-frame-options", b"DENY"),
+]
+
+
+def _unframeable(send: Any) -> Any:
+    """`send` with the headers that stop any page (another local service's too) from framing ours."""
+
+    async def wrapped(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            names = {k.lower() for k, _ in message.get("headers", [])}
+            extra = [(k, v) for k, v in FRAME_HEADERS if k not in names]
+            message = {**message, "headers": [*message.get("headers", []), *extra]}
+        await send(message)
+
+    return wrapped
 
 
 def _presented_token(headers: dict[str, str]) -> str | None:
@@ -742,56 +820,112 @@ async def _deny(scope: dict[str, Any], send: Any, status: int, message: str) -> 
     await send({"type": "http.response.body", "body": body})
 
 
-def query_from_json(data: dict[str, Any], upload_dir: Path) -> tuple[Query, Path | None]:
-    """A Query from the API's JSON body; an inline image is written to a private temp file."""
-    image: Path | None = None
-    if data.get("image_b64"):
-        import base64
+def _show(value: Any) -> str:
+    """A malformed value as an error line quotes it: JSON, cut short."""
+    text = json.dumps(value, ensure_ascii=True, default=str)
+    return text if len(text) <= 40 else text[:37] + "..."
 
-        suffix = Path(str(data.get("image_name") or "image.png")).suffix.lower()[:8] or ".png"
-        upload_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        image = upload_dir / f"query-{secrets.token_hex(8)}{suffix}"
-        try:
-            image.write_bytes(base64.b64decode(data["image_b64"], validate=True))
-        except ValueError:
-            raise InputError("the image is not valid base64") from None
 
-    def date(key: str) -> datetime | None:
-        v = data.get(key)
-        if not v:
-            return None
-        try:
-            return datetime.fromisoformat(str(v))
-        except ValueError:
-            raise InputError(f"{key}: {v!r} is not a date like 2023-04-30") from None
+def _text(data: dict[str, Any], key: str) -> str | None:
+    """A string field; None when absent or null."""
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or "\x00" in value:
+        raise InputError(f"{key}: {_show(value)} is not a string")
+    return value
 
-    kinds = data.get("kinds") or []
-    if not isinstance(kinds, list):
-        raise InputError("kinds must be a list")
-    query = Query(
-        text=str(data.get("text") or ""),
-        image=image,
-        top_k=max(1, min(1000, int(data.get("top_k") or 10))),
-        kinds=[str(k) for k in kinds],
-        under=str(data["under"]) if data.get("under") else None,
-        after=date("after"),
-        before=date("before"),
-        min_score=float(data["min_score"]) if data.get("min_score") is not None else None,
-        like=str(data["like"]) if data.get("like") else None,
-        dates=_flag(data, "dates"),
-    )
-    return query, image
+
+def _whole(data: dict[str, Any], key: str, low: int, high: int) -> int | None:
+    """A whole-number field within [low, high]; None when absent or null."""
+    value = data.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InputError(f"{key}: {_show(value)} is not a whole number from {low} to {high}")
+    return value
 
 
 def _flag(data: dict[str, Any], key: str) -> bool | None:
-    """A true/false field of a request; None when it is missing (the process's setting decides)."""
+    """A true/false field (JSON booleans, or the words config.boolean reads); None when absent."""
     value = data.get(key)
     if value is None or isinstance(value, bool):
         return value
-    try:
-        return config.boolean(value)
-    except ValueError:
-        raise InputError(f"{key}: {value!r} is not true or false") from None
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            return config.boolean(value)
+    raise InputError(f"{key}: {_show(value)} is not true or false")
+
+
+def _number(data: dict[str, Any], key: str) -> float | None:
+    """A finite number field; None when absent or null."""
+    import math
+
+    value = data.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InputError(f"{key}: {_show(value)} is not a number")
+    return float(value)
+
+
+def query_from_json(data: dict[str, Any], upload_dir: Path) -> tuple[Query, Path | None]:
+    """A Query from the API's JSON body, every field checked (InputError names a malformed one); an
+    inline image is written to a private temp file."""
+    from launcher.records import KINDS
+
+    text = _text(data, "text") or ""
+    top_k = _whole(data, "top_k", 1, 1000)
+    kinds = data.get("kinds")
+    if kinds is not None and (
+        not isinstance(kinds, list) or not all(isinstance(k, str) and k in KINDS for k in kinds)
+    ):
+        raise InputError(f"kinds: {_show(kinds)} is not a list of {', '.join(KINDS)}")
+    under = _text(data, "under")
+    like = _text(data, "like")
+    min_score = _number(data, "min_score")
+
+    def date(key: str) -> datetime | None:
+        v = _text(data, key)
+        if not v:
+            return None
+        try:
+            return datetime.fromisoformat(v)
+        except ValueError:
+            raise InputError(f"{key}: {v!r} is not a date like 2023-04-30") from None
+
+    after, before = date("after"), date("before")
+    image_name = _text(data, "image_name")
+    image_b64 = _text(data, "image_b64")
+    image: Path | None = None
+    if image_b64:
+        import base64
+        import binascii
+
+        try:
+            raw = base64.b64decode(image_b64, validate=True)
+        except (ValueError, binascii.Error):
+            raise InputError("image_b64: the image is not valid base64") from None
+        suffix = Path(image_name or "image.png").suffix.lower()[:8] or ".png"
+        if not suffix[1:].isalnum():
+            suffix = ".png"
+        upload_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        image = upload_dir / f"query-{secrets.token_hex(8)}{suffix}"
+        with os.fdopen(os.open(image, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
+            f.write(raw)
+    query = Query(
+        text=text,
+        image=image,
+        top_k=top_k or 10,
+        kinds=list(kinds or []),
+        under=under or None,
+        after=after,
+        before=before,
+        min_score=min_score,
+        like=like or None,
+        dates=_flag(data, "dates"),
+    )
+    return query, image
 
 
 @dataclass
@@ -805,22 +939,18 @@ class RerankRequest:
 
 def rerank_from_json(data: dict[str, Any]) -> RerankRequest:
     """`rerank`, `rerank_top` and `reranker_file` of a search request."""
-    wanted = data.get("rerank")
-    if wanted is not None and not isinstance(wanted, bool):
-        try:
-            wanted = config.boolean(wanted)
-        except ValueError:
-            raise InputError(f"rerank: {wanted!r} is not true or false") from None
-    top = data.get("rerank_top")
-    if top is not None:
-        try:
-            top = config.rerank_count(top)
-        except (TypeError, ValueError):
-            raise InputError(
-                f"rerank_top: {top!r} is not a whole number from 1 to {config.RERANK_TOP_MAX}"
-            ) from None
-    only = data.get("reranker_file")
-    return RerankRequest(wanted, top, str(only) if only else None)
+    wanted = _flag(data, "rerank")
+    top = _whole(data, "rerank_top", 1, config.RERANK_TOP_MAX)
+    only = _text(data, "reranker_file")
+    return RerankRequest(wanted, top, only or None)
+
+
+def open_from_json(data: dict[str, Any]) -> tuple[str, str | None, str | None]:
+    """`action`, `file_id` and `path` of an open request."""
+    action = _text(data, "action") or "open"
+    if action not in ("open", "reveal", "copy"):
+        raise InputError(f"action: {_show(action)} is not open, reveal or copy")
+    return action, _text(data, "file_id") or None, _text(data, "path") or None
 
 
 def _error_response(exc: LauncherError) -> Any:
@@ -842,7 +972,7 @@ def build_app(service: LauncherService) -> Any:
     warnings.filterwarnings("ignore", module="gradio")
     warnings.filterwarnings("ignore", message=".*HTTP_422_UNPROCESSABLE_ENTITY.*")
     from fastapi import FastAPI
-    from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
+    from fastapi.responses import JSONResponse, Response, StreamingResponse
 
     from launcher import ui
 
@@ -855,7 +985,16 @@ def build_app(service: LauncherService) -> Any:
 
             page = EXPIRED_PAGE.replace("{msg}", "This link was already used or is too old.")
             return HTMLResponse(page, status_code=403)
-        resp = RedirectResponse("/", status_code=303)
+        # A page that forwards itself, not a redirect: the browser came here from the login file,
+        # a cross-site start, and would not send a SameSite=Strict cookie along a redirect chain
+        # begun there; the page's own navigation to / is same-site, so the cookie goes with it.
+        from fastapi.responses import HTMLResponse
+
+        resp = HTMLResponse(
+            '<!doctype html><html><head><meta charset="utf-8"><meta http-equiv="refresh" content="0;url=/">'
+            "<title>Launcher search</title></head><body></body></html>",
+            headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"},
+        )
         resp.set_cookie(COOKIE, service.token, httponly=True, samesite="strict", path="/")
         return resp
 
@@ -865,7 +1004,10 @@ def build_app(service: LauncherService) -> Any:
 
     @app.post("/api/search")
     async def search(request: Request) -> Any:
-        data = await _json(request)
+        try:
+            data = await _json(request)
+        except LauncherError as exc:
+            return _error_response(exc)
         return await asyncio.to_thread(_search, data)
 
     def _search(data: dict[str, Any]) -> Any:
@@ -897,24 +1039,20 @@ def build_app(service: LauncherService) -> Any:
 
     @app.post("/api/open")
     async def open_(request: Request) -> Any:
-        data = await _json(request)
         try:
-            return service.act(
-                str(data.get("action") or "open"),
-                file_id=str(data["file_id"]) if data.get("file_id") else None,
-                path=str(data["path"]) if data.get("path") else None,
-            )
+            action, file_id, path = open_from_json(await _json(request))
+            return service.act(action, file_id=file_id, path=path)
         except LauncherError as exc:
             return _error_response(exc)
 
     @app.post("/api/watch")
     async def watch(request: Request) -> Any:
-        data = await _json(request)
         try:
-            service.set_watching(bool(data.get("paused")))
+            paused = bool(_flag(await _json(request), "paused"))
+            service.set_watching(paused)
         except LauncherError as exc:
             return _error_response(exc)
-        return {"ok": True, "paused": bool(data.get("paused"))}
+        return {"ok": True, "paused": paused}
 
     @app.get("/api/thumb/{file_id}")
     def thumb(file_id: str) -> Any:
@@ -951,11 +1089,18 @@ def build_app(service: LauncherService) -> Any:
 
 
 async def _json(request: Any) -> dict[str, Any]:
-    try:
-        data = await request.json()
-    except ValueError:
+    """The request's JSON object; an empty body is an empty object, anything else not an object a
+    one-line InputError."""
+    body = await request.body()
+    if not body.strip():
         return {}
-    return data if isinstance(data, dict) else {}
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):  # RecursionError: nested too deep to be a real request
+        raise InputError("the request body is not JSON: send a JSON object") from None
+    if not isinstance(data, dict):
+        raise InputError(f"the request body must be a JSON object, not {_show(data)}")
+    return data
 
 
 def run_launch(options: LaunchOptions) -> None:

@@ -40,7 +40,7 @@ import os
 import re
 import secrets
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -50,7 +50,9 @@ import numpy.typing as npt
 
 from launcher import keywords, partition
 from launcher.errors import ModelMismatch, StoreError, StoreLocked
+from launcher.files import make_private
 from launcher.records import KINDS, FileRecord, Locator, Matrix, Piece, Skip
+from launcher.roots import ScanOptions, stored_options
 from launcher.segments import (
     COL_ERROR,
     COL_FAILED,
@@ -336,14 +338,25 @@ class Store:
         dtype: Dtype = "float16",
         reset: bool = False,
         on_mismatch: Literal["raise", "reset"] = "raise",
+        adopt: Sequence[str] = (),
     ) -> Writer:
         """The one writer (a context manager). StoreLocked if another process writes; ModelMismatch
         if the index holds another identity/dims/dtype, unless on_mismatch="reset" (then, as with
         reset=True, the writer starts an empty index that replaces the old one at its first
-        commit, and `writer.reset_reason` says why)."""
+        commit, and `writer.reset_reason` says why). When only keys named in `adopt` differ, the
+        index is kept and takes the new identity at the next commit; `writer.adopted` lists them
+        (old, new), and the caller re-embeds what they affect."""
         if on_mismatch not in ("raise", "reset"):
             raise ValueError(f"on_mismatch must be 'raise' or 'reset', not {on_mismatch!r}")
-        return Writer(Path(index_dir), identity, dims=dims, dtype=dtype, reset=reset, on_mismatch=on_mismatch)
+        return Writer(
+            Path(index_dir),
+            identity,
+            dims=dims,
+            dtype=dtype,
+            reset=reset,
+            on_mismatch=on_mismatch,
+            adopt=adopt,
+        )
 
     def refresh(self) -> Store:
         """The latest snapshot, reusing what is unchanged; self when nothing was committed since."""
@@ -406,8 +419,12 @@ class Store:
 
     @property
     def roots(self) -> list[str]:
-        """The folders the last indexing run covered."""
+        """The folders the index covers (every `launcher index PATH` adds one)."""
         return list(self.manifest.get("roots", []))
+
+    def root_options(self) -> dict[str, ScanOptions]:
+        """Each root's remembered scan options (the defaults for an index from before they were kept)."""
+        return stored_options(self.manifest)
 
     # files
 
@@ -595,18 +612,63 @@ def _is_under(path: str, roots: Sequence[str]) -> bool:
     return any(path == r or path.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
 
 
+# --- files search found gone ---------------------------------------------------------------------
+
+GONE = "gone.txt"  # paths search found missing on disk, one a line, for the next writer to remove
+
+
+def queue_gone(index_dir: str | os.PathLike[str], paths: Iterable[str]) -> None:
+    """Ask the next writer (a watcher, the next `launcher index`) to remove these files; appends
+    are atomic for short lines, so readers in several processes may call this at once."""
+    data = "".join(json.dumps(p, ensure_ascii=True) + "\n" for p in paths).encode()
+    if not data:
+        return
+    fd = os.open(Path(index_dir) / GONE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+def take_gone(index_dir: str | os.PathLike[str]) -> list[str]:
+    """The queued paths, emptying the queue (a rename first, so a concurrent append is not lost)."""
+    path = Path(index_dir) / GONE
+    if not path.exists():
+        return []
+    taking = path.with_name(f".{GONE}.{os.getpid()}.taking")
+    try:
+        os.replace(path, taking)
+    except FileNotFoundError:
+        return []
+    try:
+        lines = taking.read_text(encoding="utf-8").splitlines()
+    finally:
+        taking.unlink(missing_ok=True)
+    out: list[str] = []
+    for line in lines:
+        with contextlib.suppress(ValueError):
+            value = json.loads(line)
+            if isinstance(value, str):
+                out.append(value)
+    return list(dict.fromkeys(out))
+
+
 # --- writing -----------------------------------------------------------------------------------
 
 
-def _check_identity(root: Path, m: dict[str, Any], identity: dict[str, Any], dims: int, dtype: str) -> None:
+def identity_changes(
+    m: dict[str, Any], identity: dict[str, Any], dims: int, dtype: str
+) -> dict[str, tuple[Any, Any]]:
+    """What differs between a manifest's identity (with dims and dtype) and a writer's: key -> (old, new)."""
     old = {**m["identity"], "dims": m["dims"], "dtype": m["dtype"]}
     new = {**identity, "dims": dims, "dtype": dtype}
-    if old != new:
-        diff = ", ".join(
-            f"{k} {old.get(k)!r} -> {new.get(k)!r}"
-            for k in sorted(set(old) | set(new))
-            if old.get(k) != new.get(k)
-        )
+    return {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)}
+
+
+def _check_identity(root: Path, m: dict[str, Any], identity: dict[str, Any], dims: int, dtype: str) -> None:
+    changes = identity_changes(m, identity, dims, dtype)
+    if changes:
+        diff = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changes.items())
         raise ModelMismatch(
             f"index at {root} was built with another model or settings ({diff}); re-index from scratch"
         )
@@ -620,7 +682,15 @@ class Writer:
     """
 
     def __init__(
-        self, root: Path, identity: dict[str, Any], *, dims: int, dtype: Dtype, reset: bool, on_mismatch: str
+        self,
+        root: Path,
+        identity: dict[str, Any],
+        *,
+        dims: int,
+        dtype: Dtype,
+        reset: bool,
+        on_mismatch: str,
+        adopt: Sequence[str] = (),
     ) -> None:
         if dtype not in DTYPES:
             raise ValueError(f"storage dtype must be one of {DTYPES}, not {dtype!r}")
@@ -632,10 +702,13 @@ class Writer:
         # Round-trip through JSON so the comparison with a stored identity sees the same types.
         self.identity: dict[str, Any] = json.loads(json.dumps(identity))
         self.reset_reason: str | None = "requested" if reset else None  # why this writer starts afresh
-        self._roots: list[str] | None = None
+        self._adopt = tuple(adopt)
+        self.adopted: dict[str, tuple[Any, Any]] = {}  # identity keys taken over: key -> (old, new)
+        self._roots: dict[str, ScanOptions] | None = None  # set: the roots and options to commit
         self._tag = secrets.randbits(24)
         self._seq = 0
-        root.mkdir(parents=True, exist_ok=True)
+        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        make_private(root, recursive=True)  # an index written by an older version, or another umask
         self._lock_fd = self._lock()
         try:
             self._open(reset, on_mismatch)
@@ -644,7 +717,7 @@ class Writer:
             raise
 
     def _lock(self) -> int:
-        fd = os.open(self.root / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self.root / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -664,9 +737,13 @@ class Writer:
                 try:
                     _check_identity(self.root, manifest, self.identity, self.dims, self.dtype)
                 except ModelMismatch as exc:
-                    if on_mismatch != "reset":
+                    changes = identity_changes(manifest, self.identity, self.dims, self.dtype)
+                    if set(changes) <= set(self._adopt):
+                        self.adopted = changes
+                    elif on_mismatch != "reset":
                         raise
-                    reset, self.reset_reason = True, str(exc)
+                    else:
+                        reset, self.reset_reason = True, str(exc)
             self._clean_orphans(manifest)
             base = Store._from_manifest(self.root, manifest, None)
             if reset:
@@ -679,7 +756,8 @@ class Writer:
         self._table = base._table.copy()
         self._next_file = int(base.manifest["next_file"])
         self._next_piece = int(base.manifest["next_piece"])
-        self._dirty = not Store.exists(self.root) or reset  # a new or reset index commits even if empty
+        # A new or reset index commits even if empty; so does one that took over a new identity.
+        self._dirty = not Store.exists(self.root) or reset or bool(self.adopted)
         self._pend_ids, self._pend_files = base._pending_numeric()
         self._pend_done = np.zeros(len(self._pend_ids), dtype=bool)
         self._clear_session()
@@ -696,6 +774,7 @@ class Writer:
             "next_file": int(old["next_file"]) if old else 1,
             "next_piece": int(old["next_piece"]) if old else 1,
             "roots": list(old.get("roots", [])) if old else [],
+            "scan": dict(old.get("scan", {})) if old else {},
             "files": [],
             "pieces": [],
             "vectors": [],
@@ -812,14 +891,14 @@ class Writer:
             out[file_id] = FileRecord(r[COL_PATH], r[COL_SIZE], r[COL_MTIME], r[COL_KIND])
         return out
 
-    def state_under(self, roots: Sequence[str]) -> dict[str, tuple[str, int, int, str]]:
-        """path -> (file id, size, mtime_ns, content hash) of the indexed files at or below any of
+    def state_under(self, roots: Sequence[str]) -> dict[str, tuple[str, int, int, str, str]]:
+        """path -> (file id, size, mtime_ns, content hash, kind) of the indexed files at or below any of
         these folders: what a rescan's diff needs, as plain tuples (FileInfo objects for 100k
         files cost more than the scan itself)."""
         exact = set(roots)
         prefixes = tuple(r.rstrip(os.sep) + os.sep for r in roots)
         return {
-            row[COL_PATH]: (f"f{fid}", row[COL_SIZE], row[COL_MTIME], row[COL_HASH])
+            row[COL_PATH]: (f"f{fid}", row[COL_SIZE], row[COL_MTIME], row[COL_HASH], row[COL_KIND])
             for fid, row in self._table.rows.items()
             if row[COL_PATH].startswith(prefixes) or row[COL_PATH] in exact
         }
@@ -974,7 +1053,7 @@ class Writer:
         """Record the scan's skips; earlier skips under `replace_under` (default: the roots given to
         set_roots) that this scan did not report again are forgotten."""
         skips = list(skips)
-        under = replace_under if replace_under is not None else self._roots
+        under = replace_under if replace_under is not None else list(self._roots or {})
         if under:
             fresh = {s.path for s in skips}
             for path in [p for p in self._table.skips if _is_under(p, under) and p not in fresh]:
@@ -982,10 +1061,34 @@ class Writer:
         for skip in skips:
             self.record_failure(skip.path, skip.reason)
 
-    def set_roots(self, roots: Sequence[str]) -> None:
-        """The folders this run indexes (kept in the manifest for status and watch)."""
-        self._roots = [str(r) for r in roots]
+    def root_options(self) -> dict[str, ScanOptions]:
+        """The roots and their scan options, as they will be committed."""
+        if self._roots is not None:
+            return dict(self._roots)
+        return stored_options(self._base.manifest)
+
+    def set_roots(self, roots: Mapping[str, ScanOptions] | Sequence[str]) -> None:
+        """The index's roots, with the scan options each is indexed with (a plain list keeps the
+        options already remembered, else the defaults); kept in the manifest for status and watch."""
+        if not isinstance(roots, Mapping):
+            known = self.root_options()
+            roots = {str(r): known.get(str(r), ScanOptions()) for r in roots}
+        self._roots = {str(r): o for r, o in roots.items()}
         self._dirty = True
+
+    def forget_root(self, root: str) -> int:
+        """Drop a root and every file and skip recorded under it; returns how many files went."""
+        roots = self.root_options()
+        if root not in roots:
+            raise KeyError(root)
+        del roots[root]
+        under = self.state_under([root])
+        for file_id, *_ in under.values():
+            self._remove(_num(file_id, "f"))
+        for path in [p for p in self._table.skips if _is_under(p, [root])]:
+            self._unskip(path)
+        self.set_roots(roots)
+        return len(under)
 
     def clear_failure(self, path: str) -> None:
         """Forget a recorded skip."""
@@ -1103,9 +1206,12 @@ class Writer:
         old = self._base.manifest
         gen = int(old["generation"]) + 1
         m: dict[str, Any] = {k: v for k, v in old.items() if k not in ("files", "pieces", "vectors")}
-        m.update(generation=gen, next_file=self._next_file, next_piece=self._next_piece)
+        m.update(
+            generation=gen, next_file=self._next_file, next_piece=self._next_piece, identity=self.identity
+        )
         if self._roots is not None:
-            m["roots"] = self._roots
+            m["roots"] = sorted(self._roots)
+            m["scan"] = {r: self._roots[r].to_json() for r in sorted(self._roots)}
         m["files"] = self._write_files(gen, list(old["files"]))
         pieces = list(old["pieces"])
         vectors = list(old["vectors"])
@@ -1134,7 +1240,9 @@ class Writer:
         m["committed_at"] = time.time()
         fsync_dir(self.root)
         tmp = self.root / (MANIFEST + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as fh:
+        with os.fdopen(
+            os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8"
+        ) as fh:
             json.dump(m, fh, indent=1)
             fh.flush()
             os.fsync(fh.fileno())
@@ -1345,6 +1453,8 @@ class Writer:
         src_row = np.concatenate([r for _, r in rows])
         dtype = parts[0][0].vectors.dtype
         path = self.root / f"{name}.vec.npy"
+        # Created empty and private first: open_memmap would make it with the umask's mode.
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         out = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(len(ids), self.dims))
         scales = np.empty(len(ids), dtype=np.float32) if dtype == np.int8 else None
         chunk = 65536  # bounded memory: a merge never holds all vectors at once

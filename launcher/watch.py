@@ -21,7 +21,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,8 @@ from launcher.changes import ChangeQueue, inside
 from launcher.engine import Embedder
 from launcher.errors import ModelMismatch, StoreError, StoreLocked
 from launcher.indexer import Indexer, IndexOptions, IndexReport, Progress
+from launcher.roots import ScanOptions
+from launcher.store import Store, take_gone
 
 log = logging.getLogger("launcher.watch")
 
@@ -228,11 +230,15 @@ class Watcher:
         poll_interval_s: float = POLL_INTERVAL_S,
         nice: int = WORKER_NICE,
         embed_unit: int = EMBED_UNIT,
+        root_options: Mapping[str, ScanOptions] | None = None,
     ) -> None:
         self.index_dir = Path(index_dir).expanduser()
         self.roots = scan_stage.unique_paths([str(Path(r).expanduser().resolve()) for r in roots])
         if not self.roots:
             raise ValueError("no folders to watch")
+        # Each root is scanned with the options given for it, else those the index remembers.
+        remembered = Store.open(self.index_dir).root_options() if Store.exists(self.index_dir) else {}
+        self.root_options = {**remembered, **(root_options or {})}
         self.options = options
         self.settle_s = settle_s
         self.reconcile_interval_s = reconcile_interval_s
@@ -243,7 +249,11 @@ class Watcher:
         self._on_progress_cb = on_progress
         self._embed = options.embed
         # Reading and embedding are separate steps here, so that embedding can give way.
-        self._indexer = Indexer(self.index_dir, embedder, replace(options, embed=False))
+        self._indexer = Indexer(
+            self.index_dir, embedder, replace(options, embed=False), root_options=root_options
+        )
+        # A watched folder inside a root filters its events with that root's options.
+        filters = {r: self._indexer.options_for(r, self.root_options) for r in self.roots}
         self._tick = max(0.05, min(0.25, settle_s / 4))
 
         self._lock = threading.Lock()  # guards the status fields below
@@ -260,6 +270,7 @@ class Watcher:
             index_dir=self.index_dir,
             include_hidden=options.include_hidden,
             excludes=options.excludes,
+            per_root={r: (o.include_hidden, o.excludes) for r, o in filters.items()},
             wake=self._wake.set,
         )
         self._paused = False
@@ -617,6 +628,8 @@ class Watcher:
 
     def _apply_moves_and_removals(self) -> None:
         removed, moves = self._queue.take_moves_and_removals()
+        gone = take_gone(self.index_dir)  # files search found missing: events for them were lost
+        removed = [*removed, *gone]
         if not (removed or moves):
             return
         try:
@@ -691,7 +704,9 @@ class Watcher:
         path = self.index_dir / STATUS_FILE
         tmp = path.with_name(f"{STATUS_FILE}.{os.getpid()}.{threading.get_ident()}.tmp")
         try:
-            tmp.write_text(json.dumps(self.status(), indent=1, ensure_ascii=True), encoding="utf-8")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(json.dumps(self.status(), indent=1, ensure_ascii=True))
             os.replace(tmp, path)
         except OSError as exc:  # a full disk must not stop the watcher; status is informational
             log.debug("cannot write %s: %s", path, exc)

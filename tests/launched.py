@@ -117,16 +117,24 @@ class Launched:
 
     def settle(self) -> None:
         """Log in the last window asked for, so that the next toggle opens a new one."""
-        urls = self.lines("browser.txt")
-        if urls and urls[-1].startswith(self.url + "/"):
-            self.request("GET", urls[-1].removeprefix(self.url), token=None, follow_redirects=False)
+        pages = self.lines("browser.txt")
+        url = login_target(pages[-1]) if pages else None
+        if url and url.startswith(self.url + "/"):
+            self.request("GET", url.removeprefix(self.url), token=None, follow_redirects=False)
 
-    def window_url(self) -> str:
-        """Ask for a window (as the hotkey does) and return the one-time URL it would open."""
+    def window_page(self) -> str:
+        """Ask for a window (as the hotkey does) and return what the browser is given: the file://
+        address of the private page that forwards to the one-time URL."""
         self.settle()
         before = len(self.lines("browser.txt"))
         self.post("/api/toggle").raise_for_status()
         return recorded(self.records / "browser.txt", before + 1)[-1]
+
+    def window_url(self) -> str:
+        """Ask for a window and return the one-time URL its login page forwards to."""
+        url = login_target(self.window_page())
+        assert url is not None, "the login page forwards nowhere"
+        return url
 
     def lines(self, name: str) -> list[str]:
         path = self.records / name
@@ -141,6 +149,23 @@ class Launched:
                 self.proc.kill()
                 self.proc.wait()
         return int(self.proc.returncode)
+
+
+def login_target(page_uri: str) -> str | None:
+    """The URL a login page (a file:// address the browser was given) forwards to; None once the
+    page is gone (used, or expired)."""
+    import html
+    import re
+    from urllib.parse import unquote, urlparse
+
+    if not page_uri.startswith("file://"):
+        return None
+    try:
+        text = Path(unquote(urlparse(page_uri).path)).read_text(encoding="utf-8")
+    except OSError:
+        return None
+    found = re.search(r'http-equiv="refresh" content="0;url=([^"]+)"', text)
+    return html.unescape(found.group(1)) if found else None
 
 
 def env_for(home: Path, records: Path, **extra: str) -> dict[str, str]:

@@ -12,13 +12,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 import pytest
 
 from launcher.errors import InputError
 from launcher.hotkey import HotkeyListener, parse_combo
 from tests.conftest import FIXTURES, MINILM
-from tests.launched import Launched, launch, recorded, xvfb
+from tests.launched import Launched, launch, login_target, recorded, xvfb
 from tests.test_index_cli import cli, ok
 
 
@@ -169,10 +170,15 @@ def test_requests_need_the_token(served: tuple[Launched, Path, dict[str, str]]) 
 
 def test_window_login_is_one_time(served: tuple[Launched, Path, dict[str, str]]) -> None:
     launched, _, _ = served
-    url = launched.window_url()
-    assert url.startswith(launched.url + "/auth?code=")
+    page_uri = launched.window_page()
+    page = Path(unquote(urlparse(page_uri).path))
+    url = login_target(page_uri)
+    assert url is not None and url.startswith(launched.url + "/auth?code=")
     first = launched.request("GET", url.removeprefix(launched.url), token=None, follow_redirects=False)
-    assert first.status_code == 303 and first.headers["location"] == "/"
+    # A page that forwards itself to / (a redirect chain begun at a file:// page would not carry
+    # the SameSite=Strict cookie; the page's own navigation does).
+    assert first.status_code == 200 and 'content="0;url=/"' in first.text
+    assert not page.exists(), "the login page outlived its use"
     cookie = first.headers["set-cookie"]
     assert (
         f"launcher_token={launched.token}" in cookie and "HttpOnly" in cookie and "SameSite=strict" in cookie
@@ -181,6 +187,106 @@ def test_window_login_is_one_time(served: tuple[Launched, Path, dict[str, str]])
     assert again.status_code == 403
     page = launched.request("GET", "/", token=None, headers={"Cookie": f"launcher_token={launched.token}"})
     assert page.status_code == 200 and "gradio" in page.text
+
+
+def test_the_browser_is_handed_no_secret(served: tuple[Launched, Path, dict[str, str]]) -> None:
+    """Any user reads command lines in /proc: the browser gets a private file, never the code or token."""
+    launched, _, _ = served
+    page_uri = launched.window_page()
+    url = login_target(page_uri)
+    assert url is not None
+    code = url.split("code=", 1)[1]
+    assert page_uri.startswith("file://") and code not in page_uri and launched.token not in page_uri
+    page = Path(unquote(urlparse(page_uri).path))
+    assert page.parent == launched.home / "run"
+    assert page.stat().st_mode & 0o777 == 0o600 and page.parent.stat().st_mode & 0o777 == 0o700
+    launched.settle()  # the window logs in: its page is deleted
+    assert not page.exists()
+
+
+FRAMING = {"content-security-policy": "frame-ancestors 'none'", "x-frame-options": "DENY"}
+
+
+def test_no_page_can_be_framed(served: tuple[Launched, Path, dict[str, str]]) -> None:
+    launched, _, _ = served
+    cookie = {"Cookie": f"launcher_token={launched.token}"}
+    login = launched.window_url()
+    responses = {
+        "window": launched.get("/", token=None, headers=cookie),
+        "api": launched.get("/api/status"),
+        "search": launched.post("/api/search", {"text": "passport"}),
+        "malformed": launched.post("/api/search", {"top_k": "many"}),
+        "no token": launched.get("/", token=None, headers={"Accept": "text/html"}),
+        "wrong host": launched.get("/api/status", headers={"Host": "evil.example:80"}),
+        "login": launched.request(
+            "GET", login.removeprefix(launched.url), token=None, follow_redirects=False
+        ),
+        "used login": launched.request("GET", login.removeprefix(launched.url), token=None),
+    }
+    assert [r.status_code for r in responses.values()] == [200, 200, 200, 400, 401, 403, 200, 403]
+    for name, resp in responses.items():
+        for header, value in FRAMING.items():
+            assert resp.headers.get(header) == value, f"{name}: {header} is {resp.headers.get(header)!r}"
+
+
+# Malformed values for every field of every endpoint that takes a body, each a 400 naming the field.
+MALFORMED: dict[str, list[Any]] = {
+    "text": [5, ["a"], {"a": 1}, True, "nul\x00byte"],
+    "top_k": ["many", 0, 1001, -3, 2.5, True, [], {}],
+    "kinds": ["text", [5], ["spreadsheet"], {"text": 1}, 3],
+    "under": [7, ["/"], {}, False],
+    "after": ["last tuesday", 20230430, ["2023-04-30"], "2023-02-30"],
+    "before": ["soon", 1.5, {}, True],
+    "min_score": ["high", [0.5], {}, True, "NaN"],
+    "like": [12, ["p1"], {}, True],
+    "image_b64": ["not base64!!", 42, ["aGk="], True],
+    "image_name": [3, ["x.png"], {}, True],
+    "rerank": ["perhaps", 2, [], {}],
+    "dates": ["perhaps", 2, [], {}],
+    "rerank_top": ["ten", 0, 201, 1.5, True, []],
+    "reranker_file": [3, ["f"], {}, True],
+}
+OPEN_MALFORMED: dict[str, list[Any]] = {
+    "action": ["launch", 1, ["open"], {}, True],
+    "file_id": [1, ["f1"], {}, True],
+    "path": [1, ["/etc/passwd"], {}, True],
+}
+WATCH_MALFORMED: dict[str, list[Any]] = {"paused": ["perhaps", 2, [], {}]}
+
+
+def test_every_api_field_is_validated(served: tuple[Launched, Path, dict[str, str]]) -> None:
+    launched, docs, _ = served
+    cases = [("/api/search", MALFORMED), ("/api/open", OPEN_MALFORMED), ("/api/watch", WATCH_MALFORMED)]
+    base = {
+        "/api/search": {"text": "passport"},
+        "/api/open": {"path": str(docs / "garden.md"), "action": "copy"},
+    }
+    for endpoint, fields in cases:
+        for name, values in fields.items():
+            for value in values:
+                resp = launched.post(endpoint, {**base.get(endpoint, {}), name: value})
+                assert resp.status_code == 400, (endpoint, name, value, resp.status_code, resp.text)
+                error = resp.json()["error"]
+                assert error.startswith(f"{name}: ") and "\n" not in error, (endpoint, name, value, error)
+        for body in ("[1, 2]", '"text"', "{not json", "[" * 5000, "7"):
+            resp = launched.request(
+                "POST", endpoint, content=body, headers={"Content-Type": "application/json"}
+            )
+            assert resp.status_code == 400 and "JSON" in resp.json()["error"], (
+                endpoint,
+                body[:20],
+                resp.text,
+            )
+    # The one path parameter: anything but an indexed picture's id is a 404, never a 500.
+    for file_id in ("f", "x1", "f999999999999999999999", "%00", "..%2F..%2Fetc%2Fpasswd", "f1"):
+        resp = launched.get(f"/api/thumb/{file_id}")
+        assert resp.status_code == 404, (file_id, resp.status_code, resp.text)
+    # Well-formed requests still work, nulls meaning "not given".
+    ok_search = launched.post(
+        "/api/search", {"text": "passport", "top_k": 2, "kinds": None, "rerank": "false"}
+    )
+    assert ok_search.status_code == 200 and ok_search.json()["hits"]
+    assert launched.post("/api/open", base["/api/open"]).status_code == 200
 
 
 def test_open_refuses_paths_outside_the_index(served: tuple[Launched, Path, dict[str, str]]) -> None:
@@ -210,7 +316,7 @@ def test_toggle_and_hotkey_ask_for_the_window(
     opened = len(launched.lines("browser.txt"))
     subprocess.run(["xdotool", "key", "ctrl+alt+space"], check=True, env={**os.environ, "DISPLAY": display})
     urls = recorded(launched.records / "browser.txt", opened + 1)
-    assert urls[-1].startswith(launched.url + "/auth?code=")
+    assert (login_target(urls[-1]) or "").startswith(launched.url + "/auth?code=")
     assert launched.get("/api/status").json()["hotkey"]["presses"] == 1
     # `launcher toggle` reaches the same process; a window is on its way, so no second one opens.
     proc = ok(cli(launched.home, "toggle", "--json"))

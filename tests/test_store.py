@@ -319,7 +319,7 @@ def test_what_the_indexer_asks_of_the_writer(tmp_path: Path) -> None:
         assert w.pending_count() == 5
         assert w.pending_by_file() == {fa: [pa[0], pa[2]], fb: pb, fc: pc}
         assert set(w.state_under(["/r"])) == {"/r/a.txt", "/r/sub/c.txt"}
-        assert w.state_under(["/r/"])["/r/a.txt"] == (fa, 10, 1, "ha")
+        assert w.state_under(["/r/"])["/r/a.txt"] == (fa, 10, 1, "ha", "text")
         assert set(w.state_under(["/r/sub/c.txt", "/r/su"])) == {"/r/sub/c.txt"}  # a file; no half-names
         assert w.files_by_id([fc]) == {fc: rec("/r/sub/c.txt")}
         assert w.piece_count(fa) == 3 and w.pieces_of(fa) == pa
@@ -493,3 +493,75 @@ def test_readers_keep_working_while_a_writer_commits(tmp_path: Path) -> None:
         child.kill()
         child.wait()
     assert len(seen) > 3
+
+
+def test_roots_keep_their_scan_options_and_forget_drops_one(tmp_path: Path) -> None:
+    from launcher.roots import ScanOptions
+
+    index = tmp_path / "i"
+    docs = ScanOptions(excludes=("*.log",), include_hidden=True, max_file_bytes=5)
+    with Store.open_writer(index, IDENTITY, dims=4) as w:
+        w.set_roots({"/docs": docs, "/pics": ScanOptions()})
+        w.add_file(rec("/docs/a.txt"), "ha", pieces("a"))
+        w.add_file(rec("/docs/sub/b.txt"), "hb", pieces("b"))
+        w.add_file(rec("/pics/c.txt"), "hc", pieces("c"))
+        w.add_file(rec("/docs2/d.txt"), "hd", pieces("d"))  # a sibling whose name starts the same
+        w.record_skips([Skip("/docs/huge.bin", "larger than 1 mb")])
+    s = Store.open(index)
+    assert s.roots == ["/docs", "/pics"] and s.root_options() == {"/docs": docs, "/pics": ScanOptions()}
+    # A plain list of roots keeps what each remembers.
+    with Store.open_writer(index, IDENTITY, dims=4) as w:
+        w.set_roots(["/docs", "/pics", "/new"])
+    assert Store.open(index).root_options()["/docs"] == docs
+    with Store.open_writer(index, IDENTITY, dims=4) as w:
+        assert w.forget_root("/docs") == 2
+        with pytest.raises(KeyError):
+            w.forget_root("/nowhere")
+    s = Store.open(index)
+    assert s.roots == ["/new", "/pics"] and "/docs" not in s.root_options()
+    assert sorted(f.path for f in s.files()) == ["/docs2/d.txt", "/pics/c.txt"]
+    assert s.failures() == []
+
+
+def test_a_manifest_without_scan_options_gives_its_roots_the_defaults(tmp_path: Path) -> None:
+    from launcher.roots import ScanOptions
+
+    index = tmp_path / "i"
+    with Store.open_writer(index, IDENTITY, dims=4) as w:
+        w.set_roots({"/docs": ScanOptions(include_hidden=True)})
+    manifest = index / store_mod.MANIFEST
+    data = json.loads(manifest.read_text(encoding="utf-8"))
+    del data["scan"]
+    manifest.write_text(json.dumps(data), encoding="utf-8")
+    assert Store.open(index).root_options() == {"/docs": ScanOptions()}
+    data["scan"] = {"/docs": {"excludes": "not a list", "include_hidden": "yes", "max_file_bytes": -1}}
+    manifest.write_text(json.dumps(data), encoding="utf-8")
+    assert Store.open(index).root_options() == {"/docs": ScanOptions()}
+
+
+def test_gone_queue_round_trip(tmp_path: Path) -> None:
+    tmp_path.mkdir(exist_ok=True)
+    assert store_mod.take_gone(tmp_path) == []
+    store_mod.queue_gone(tmp_path, ["/a b/c.txt", "/x\nnewline"])
+    store_mod.queue_gone(tmp_path, ["/a b/c.txt"])
+    assert (tmp_path / store_mod.GONE).stat().st_mode & 0o777 == 0o600
+    assert store_mod.take_gone(tmp_path) == ["/a b/c.txt", "/x\nnewline"]
+    assert store_mod.take_gone(tmp_path) == [] and not (tmp_path / store_mod.GONE).exists()
+
+
+def test_new_index_files_are_private_whatever_the_umask(tmp_path: Path) -> None:
+    index = tmp_path / "i"
+    index.mkdir(mode=0o755)
+    os.chmod(index, 0o755)
+    (index / "model.json").write_text("{}", encoding="utf-8")
+    os.chmod(index / "model.json", 0o644)
+    old = os.umask(0o022)
+    try:
+        with Store.open_writer(index, IDENTITY, dims=4) as w:
+            _, ids = w.add_file(rec("/r/a.txt"), "ha", pieces("a", "b"))
+            w.set_vectors(ids, unit(2, 4))
+    finally:
+        os.umask(old)
+    assert index.stat().st_mode & 0o777 == 0o700
+    modes = {p.name: p.stat().st_mode & 0o777 for p in index.iterdir()}
+    assert modes and all(m == 0o600 for m in modes.values()), modes

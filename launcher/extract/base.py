@@ -23,7 +23,9 @@ class ExtractSettings:
     # How the model counts tokens and how many one piece may hold; the indexer sets it from the
     # model in use (None: a model-free estimate, for extraction outside an indexing run).
     budget: TokenBudget | None = field(default=None, compare=False)
-    max_text_bytes: int = 8 * 1024 * 1024  # text beyond this is not read (logged)
+    # Text beyond this is not read (logged). 32 MB holds a 12 MB single-line export or log whole (issue
+    # 11); it bounds the memory of one file (the decoded text and its pieces, ~4x) in the watcher.
+    max_text_bytes: int = 32 * 1024 * 1024
     max_image_pixels: int = 64_000_000  # decompression-bomb cap; --max-image-mp
     render_max_side: int = 1024  # longest side in pixels of rendered PDF pages and video frames
     pdf_render: bool = True  # also embed each PDF page as an image

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 
 from launcher.errors import first_line
 from launcher.extract.base import ExtractError, ExtractSettings, context_of
@@ -22,6 +22,7 @@ from launcher.records import FileRecord, Piece
 __all__ = ["ExtractError", "ExtractSettings", "context_of", "extract", "iter_extract"]
 
 OTHER_TEXT_MAX_BYTES = 4 * 1024 * 1024  # files of unknown type larger than this are not sniffed
+Extractor = Callable[[FileRecord, ExtractSettings], Iterator[Piece]]
 # kind -> (module in this package, function)
 _EXTRACTORS: dict[str, tuple[str, str]] = {
     "text": ("text", "extract_text"),
@@ -36,13 +37,13 @@ _EXTRACTORS: dict[str, tuple[str, str]] = {
 }
 
 
-def _extractor(module_name: str, function_name: str, kind: str):  # type: ignore[no-untyped-def]
+def _extractor(module_name: str, function_name: str, kind: str) -> Extractor:
     """The extraction function of a format module, imported on first use."""
     try:
         module = importlib.import_module(f"{__name__}.{module_name}")
     except ImportError as exc:
         raise ExtractError(f"{kind} support not installed ({exc.name or exc})") from exc
-    return getattr(module, function_name)
+    return getattr(module, function_name)  # type: ignore[no-any-return]
 
 
 def _other_pieces(record: FileRecord, settings: ExtractSettings) -> Iterator[Piece]:
@@ -62,18 +63,17 @@ def _reader_of_other(record: FileRecord) -> tuple[str, str] | None:
     from launcher.scan import kind_of
 
     name = os.path.basename(record.path)
-    if man.is_gzip_name(name):
-        inner = man.inner_name(name)
-        if kind_of(inner) not in ("text", "code", "markdown", "other"):
+    gzipped = man.is_gzip_name(name)
+    if gzipped:
+        if kind_of(man.inner_name(name)) not in ("text", "code", "markdown", "other"):
             return None  # a gzipped PDF, picture or archive: by name only
-        if man.is_man_name(inner) and man.troff_like(man.read_maybe_gzipped(record.path, man.SNIFF_BYTES)):
-            return ("man", "extract_man")
-        return ("man", "extract_gzipped_text")
-    if record.size > OTHER_TEXT_MAX_BYTES or not looks_like_text(record.path):
+    elif record.size > OTHER_TEXT_MAX_BYTES or not looks_like_text(record.path):
         return None
-    if man.is_man_name(name) and man.troff_like(man.read_maybe_gzipped(record.path, man.SNIFF_BYTES)):
+    if man.is_man_name(man.inner_name(name)) and man.troff_like(
+        man.read_maybe_gzipped(record.path, man.SNIFF_BYTES)
+    ):
         return ("man", "extract_man")
-    return ("text", "extract_text")
+    return ("man", "extract_gzipped_text") if gzipped else ("text", "extract_text")
 
 
 def extract(record: FileRecord, *, settings: ExtractSettings | None = None) -> list[Piece]:

@@ -366,17 +366,20 @@ def main() -> None:
                 (f"SQLite FTS5 bm25() over whole files, tokenizer {tokenizer}", metrics(ranking, questions))
             )
         per_file = dense_rank([(f, fit(t)) for f, t in texts.items()], qvecs, embed)
-        chunks = [(f, fit(c)) for f, t in texts.items() for c in word_chunks(t)]
-        chunked = dense_rank(chunks, qvecs, embed)
         rows += [
             (
                 "one vector per file (first 5,000 characters, cut to the model's limit)",
                 metrics(per_file, questions),
             ),
             ("BM25 over whole files", metrics(base_bm25, questions)),
-            ("chunks of 200 words, 50 overlap, best chunk per file", metrics(chunked, questions)),
-            ("reciprocal-rank fusion of the two above", metrics(rrf([base_bm25, chunked]), questions)),
         ]
+        chunks = [(f, fit(c)) for f, t in texts.items() for c in word_chunks(t)]
+        if not args.skip_chunked:
+            chunked = dense_rank(chunks, qvecs, embed)
+            rows += [
+                ("chunks of 200 words, 50 overlap, best chunk per file", metrics(chunked, questions)),
+                ("reciprocal-rank fusion of the two above", metrics(rrf([base_bm25, chunked]), questions)),
+            ]
         sample = [t for _, t in chunks[:: max(1, len(chunks) // 64)]][:64]
         results["raw_tokens_per_s"] = raw_throughput(embedder, sample)
 

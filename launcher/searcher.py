@@ -114,6 +114,7 @@ class Searcher:
         self._owns_embedder = embedder is None
         self.model_loads = 0  # how often this searcher loaded a model (the resident process reports it)
         self._lock = threading.Lock()
+        self._closed = False
 
     def _resolve(self) -> ResolvedModel:
         if self._model_arg:
@@ -149,6 +150,8 @@ class Searcher:
     def embedder(self) -> Embedder:
         """The model that built the index, loaded on first use and kept."""
         with self._lock:
+            if self._closed:  # shutting down: a late query must not load the model again
+                raise LauncherError("the searcher is closed")
             if self._embedder is None:
                 resolved = self._resolve()
                 embedder = load_embedder(resolved.path, resolved.mmproj, self._engine_options)
@@ -313,10 +316,12 @@ class Searcher:
         return present_hits(self.index_dir, top, query.top_k)
 
     def close(self) -> None:
-        """Free the model (unless it was lent to this searcher)."""
-        if self._embedder is not None and self._owns_embedder:
-            self._embedder.close()
-        self._embedder = None
+        """Free the model (unless it was lent to this searcher); later queries are refused."""
+        with self._lock:
+            self._closed = True
+            embedder, self._embedder = self._embedder, None
+        if embedder is not None and self._owns_embedder:
+            embedder.close()  # waits for a query still inside the model
 
 
 def present_hits(index_dir: Path, top: Callable[[int], list[Hit]], k: int, *, rounds: int = 4) -> list[Hit]:

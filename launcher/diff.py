@@ -65,10 +65,17 @@ class Plan:
         return not (self.new or self.changed or self.moved or self.removed)
 
 
-def plan(records: Iterable[FileRecord], known: Mapping[str, Known], *, scanned_all: bool = True) -> Plan:
+def plan(
+    records: Iterable[FileRecord],
+    known: Mapping[str, tuple[str, int, int, str, str]],
+    *,
+    scanned_all: bool = True,
+) -> Plan:
     """Sort scanned files into unchanged / new / changed / moved, and find the removed ones.
 
-    With `scanned_all=False` (a partial scan, e.g. a few watched paths) nothing is removed.
+    `known` holds Known tuples, or plain tuples in Known's order (Store.state_under: no object per
+    indexed file). With `scanned_all=False` (a partial scan, e.g. a few watched paths) nothing is
+    removed.
     """
     result = Plan()
     seen: set[str] = set()
@@ -78,14 +85,14 @@ def plan(records: Iterable[FileRecord], known: Mapping[str, Known], *, scanned_a
         old = known.get(rec.path)
         if old is None:
             fresh.append(rec)
-        elif old.size == rec.size and old.mtime_ns == rec.mtime_ns:
+        elif old[1] == rec.size and old[2] == rec.mtime_ns:  # Known.size, Known.mtime_ns
             result.unchanged += 1
         else:
-            result.changed.append((rec, old.file_id))
+            result.changed.append((rec, old[0]))
     if not scanned_all:
         result.new = fresh
         return result
-    vanished = {path: k for path, k in known.items() if path not in seen}
+    vanished = {path: Known(*k) for path, k in known.items() if path not in seen}
     by_size: dict[int, list[Known]] = defaultdict(list)
     for k in vanished.values():
         by_size[k.size].append(k)

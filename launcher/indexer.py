@@ -360,8 +360,7 @@ class Indexer:
                     progress(Progress("scan", i, 0))
             scanned = len(records) + len(report.skipped)
             progress(Progress("scan", scanned, scanned))
-            known = {p: diff_stage.Known(*state) for p, state in writer.state_under(folders).items()}
-            plan = diff_stage.plan(records, known)
+            plan = diff_stage.plan(records, writer.state_under(folders))
             self._backfill_taken(writer)  # committed with the removals and moves below
             self._apply(writer, plan, folders, report, progress, checkpoint, defer)
             self._finish(writer, report, progress, checkpoint)

@@ -3,13 +3,15 @@ status and doctor reports. The CLI only parses flags and prints."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import platform
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -99,7 +101,7 @@ def run_index(
     if not model and not resolved.multimodal:
         _note_text_model()
     index_dir.mkdir(parents=True, exist_ok=True)
-    with load_embedder(resolved.path, resolved.mmproj, engine_options) as embedder:
+    with _sigterm_unwinds(), load_embedder(resolved.path, resolved.mmproj, engine_options) as embedder:
         if dims is not None and dims > embedder.dims:
             raise LauncherError(f"--dims {dims} is more than the model's {embedder.dims} dimensions")
         indexer = Indexer(index_dir, embedder, options, root_options=root_options)
@@ -116,6 +118,26 @@ def run_index(
     else:
         print(format_summary(report))
     return report
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """SIGTERM stops like Ctrl+C: the job unwinds (extraction thread joined, model freed after its
+    last call) and the process exits 143, instead of dying wherever the signal found it."""
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _note_text_model() -> None:
@@ -239,7 +261,6 @@ def run_watch(
     SIGUSR1 pauses, SIGUSR2 resumes (so does removing the pause file). The model, dims and
     storage default to the index's own, so that a watcher never rebuilds an index by accident."""
     import signal
-    import threading
 
     from launcher.watch import PAUSE_FILE, Watcher, lower_process_priority
 

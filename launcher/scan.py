@@ -8,6 +8,7 @@ same on every run.
 from __future__ import annotations
 
 import fnmatch
+import operator
 import os
 import re
 import stat
@@ -98,6 +99,9 @@ KIND_BY_EXT: dict[str, str] = {ext: kind for kind, exts in _EXTENSIONS.items() f
 CODE_NAMES = frozenset(
     {"Makefile", "makefile", "GNUmakefile", "Dockerfile", "Rakefile", "Gemfile", "Jenkinsfile", "Vagrantfile"}
 )
+
+
+_NAME = operator.attrgetter("name")  # sort key for DirEntry objects, without a Python call each
 
 
 def kind_of(path: str | os.PathLike[str]) -> str:
@@ -305,6 +309,7 @@ class _Walker:
         follow_symlinks: bool,
     ) -> None:
         self.excludes = excludes
+        self._has_excludes = bool(excludes)
         self.index_dirs = index_dirs
         self.max_file_bytes = max_file_bytes
         self.include_hidden = include_hidden
@@ -406,7 +411,7 @@ class _Walker:
                 f"file is {_size(st.st_size)}, over the {_size(self.max_file_bytes)} limit; "
                 "raise it with --max-file-mb",
             )
-        return FileRecord(path=path, size=st.st_size, mtime_ns=st.st_mtime_ns, kind=_kind_of_name(name))
+        return FileRecord(path, st.st_size, st.st_mtime_ns, _kind_of_name(name))
 
     def _open(
         self, path: str, rel: str, rules: _Rules, ident: tuple[int, int] | None, is_root: bool = False
@@ -414,7 +419,7 @@ class _Walker:
         """List one folder; None when it is a Python environment (skipped unless it is the root)."""
         try:
             with os.scandir(path) as it:
-                entries = sorted(it, key=lambda e: e.name)
+                entries = sorted(it, key=_NAME)
         except OSError as exc:
             return Skip(path, _os_reason(exc))
         names = {e.name for e in entries}
@@ -474,7 +479,7 @@ class _Walker:
 
     def _wanted(self, name: str, rel: str, path: str, is_dir: bool, rules: _Rules) -> bool:
         """Whether excludes and ignore files let this entry through."""
-        if self.excludes and self.excludes.match(name, rel, path, is_dir):
+        if self._has_excludes and self.excludes.match(name, rel, path, is_dir):
             return False
         return not (rules.files and rules.ignored(rel, is_dir))
 
@@ -510,7 +515,12 @@ class _Walker:
     ) -> FileRecord | Skip | None:
         """The record for one file, after excludes, ignore files and the size cap."""
         name = entry.name
-        if name in SYSTEM_FILES or not self._wanted(name, rel, entry.path, False, parent.rules):
+        if name in SYSTEM_FILES:
+            return None
+        # Most folders have neither excludes nor ignore files: no call for the common case.
+        if (self._has_excludes or parent.rules.files) and not self._wanted(
+            name, rel, entry.path, False, parent.rules
+        ):
             return None
         try:
             st = entry.stat()  # the one stat per file; follows a symlinked file to its target

@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import threading
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -82,6 +83,79 @@ def open_store(index_dir: Path) -> Store:
     return Store.open(index_dir)
 
 
+class Warmer:
+    """One background thread that maps the newest snapshot's pages (search.warm): a newer snapshot
+    cancels the warming of an older one, so a watcher committing every few seconds never piles up
+    threads, each paging in the whole index."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._wanted: Store | None = None
+        self._busy = False
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self._warmed: weakref.ref[Store] | None = None  # weak: an old snapshot's maps are let go
+        self.completed = 0  # snapshots warmed to the end
+        self.cancelled = 0  # snapshots given up for a newer one (or for close())
+
+    def submit(self, store: Store) -> None:
+        """Warm this snapshot next, giving up the one being warmed."""
+        with self._cond:
+            if self._closed:
+                return
+            self._wanted = store
+            self._cond.notify_all()
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="launcher-warm", daemon=True)
+                self._thread.start()
+
+    def warmed(self) -> Store | None:
+        """The last snapshot warmed to the end, while it is still in use."""
+        return self._warmed() if self._warmed is not None else None
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until nothing is left to warm; False on timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._busy and self._wanted is None, timeout)
+
+    def close(self) -> None:
+        """Stop warming and join the thread."""
+        with self._cond:
+            self._closed = True
+            self._wanted = None
+            self._cond.notify_all()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+    def _stale(self) -> bool:
+        return self._closed or self._wanted is not None
+
+    def _run(self) -> None:
+        from launcher.search import warm
+
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._closed or self._wanted is not None)
+                if self._closed:
+                    return
+                store, self._wanted, self._busy = self._wanted, None, True
+            try:
+                done = warm(store, self._stale)
+            except Exception:  # a snapshot removed under us: the next search maps what it needs
+                log.debug("warming the index failed", exc_info=True)
+                done = False
+            with self._cond:
+                if done:
+                    self.completed += 1
+                    self._warmed = weakref.ref(store)
+                else:
+                    self.cancelled += 1
+                self._busy = False
+                self._cond.notify_all()
+            del store
+
+
 class Searcher:
     """Holds the index snapshot and the query model; safe to call from several threads."""
 
@@ -104,6 +178,7 @@ class Searcher:
         chosen = config.resolve("min_score")  # a user's setting wins over the model's floor
         self._min_score: float | None = float(chosen) if chosen is not None else None
         self.store = open_store(self.index_dir)
+        self.warmer = Warmer()
         self.warm_in_background()
         self._model_arg = model
         self._mmproj_arg = mmproj
@@ -114,6 +189,7 @@ class Searcher:
         self._owns_embedder = embedder is None
         self.model_loads = 0  # how often this searcher loaded a model (the resident process reports it)
         self._lock = threading.Lock()
+        self._closed = False
 
     def _resolve(self) -> ResolvedModel:
         if self._model_arg:
@@ -149,6 +225,8 @@ class Searcher:
     def embedder(self) -> Embedder:
         """The model that built the index, loaded on first use and kept."""
         with self._lock:
+            if self._closed:  # shutting down: a late query must not load the model again
+                raise LauncherError("the searcher is closed")
             if self._embedder is None:
                 resolved = self._resolve()
                 embedder = load_embedder(resolved.path, resolved.mmproj, self._engine_options)
@@ -170,13 +248,9 @@ class Searcher:
         if self.store is not old:
             self.warm_in_background()
 
-    def warm_in_background(self) -> threading.Thread:
-        """Map the snapshot's vectors in a background thread (search.warm)."""
-        from launcher.search import warm
-
-        thread = threading.Thread(target=warm, args=(self.store,), name="launcher-warm", daemon=True)
-        thread.start()
-        return thread
+    def warm_in_background(self) -> None:
+        """Map the snapshot's vectors in the background (search.warm), giving up an older one's."""
+        self.warmer.submit(self.store)
 
     def search(self, query: Query) -> list[Hit]:
         """The best files for the query, best first."""
@@ -213,7 +287,12 @@ class Searcher:
 
             def listed(k: int) -> list[Hit]:
                 return newest(
-                    store, top_k=k, kinds=query.kinds or None, under=query.under, after=rng.after, before=rng.before
+                    store,
+                    top_k=k,
+                    kinds=query.kinds or None,
+                    under=query.under,
+                    after=rng.after,
+                    before=rng.before,
                 )
 
             return Answer(present_hits(self.index_dir, listed, query.top_k), parsed)
@@ -313,10 +392,13 @@ class Searcher:
         return present_hits(self.index_dir, top, query.top_k)
 
     def close(self) -> None:
-        """Free the model (unless it was lent to this searcher)."""
-        if self._embedder is not None and self._owns_embedder:
-            self._embedder.close()
-        self._embedder = None
+        """Free the model (unless it was lent to this searcher); later queries are refused."""
+        self.warmer.close()
+        with self._lock:
+            self._closed = True
+            embedder, self._embedder = self._embedder, None
+        if embedder is not None and self._owns_embedder:
+            embedder.close()  # waits for a query still inside the model
 
 
 def present_hits(index_dir: Path, top: Callable[[int], list[Hit]], k: int, *, rounds: int = 4) -> list[Hit]:

@@ -36,7 +36,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import lru_cache
@@ -61,6 +61,9 @@ OPENING_GRACE_S = 8.0  # a window being opened counts as open this long (browser
 THUMB_PX = 160
 PING_S = 15.0
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
+# At shutdown, how long queries still running get to finish before the model is freed. Past it the
+# engine itself waits for the call inside llama.cpp: the model is never freed under a running query.
+CALLS_GRACE_S = 30.0
 
 
 def _err(msg: str) -> None:
@@ -240,6 +243,9 @@ class LauncherService:
         self.model_file = ""
         self._own_model_loads = 0
         self._searcher_lock = threading.Lock()
+        self._closing = False
+        self._calls = 0  # queries under way (they use the model); close() waits for them
+        self._calls_done = threading.Condition()
         # Loaded at the first reranked search, not before: most searches never need it.
         self.reranker = ResidentReranker(
             lambda: config.resolve("reranker", options.reranker), options.engine_options
@@ -428,8 +434,25 @@ class LauncherService:
         if self._server is not None:
             self._server.should_exit = True
 
+    @contextlib.contextmanager
+    def _call(self) -> Iterator[None]:
+        """Hold while a query uses the model; refused once shutdown has begun."""
+        with self._calls_done:
+            if self._closing:
+                raise ServerError("launcher is shutting down: try again once it is restarted")
+            self._calls += 1
+        try:
+            yield
+        finally:
+            with self._calls_done:
+                self._calls -= 1
+                self._calls_done.notify_all()
+
     def close(self) -> None:
-        """Stop the hotkey and the watcher, free the model, remove the run file."""
+        """Refuse new queries, stop the hotkey and the watcher, let running queries finish, then free
+        the models and remove the run file (in that order: nothing uses a model once it is freed)."""
+        with self._calls_done:
+            self._closing = True
         self.windows.send(None)
         if self._hotkey_listener is not None:
             self._hotkey_listener.stop()
@@ -440,6 +463,9 @@ class LauncherService:
             except Exception:
                 log.exception("stopping the watcher failed")
             self.watcher = None
+        with self._calls_done:
+            if not self._calls_done.wait_for(lambda: self._calls == 0, timeout=CALLS_GRACE_S):
+                log.warning("%d queries still running at shutdown; the model waits for them", self._calls)
         self.reranker.close()
         if self.searcher is not None:
             self.searcher.close()
@@ -465,6 +491,8 @@ class LauncherService:
     def get_searcher(self) -> Searcher:
         """The searcher; with --watch on a new index it appears at the watcher's first commit."""
         with self._searcher_lock:
+            if self._closing:
+                raise ServerError("launcher is shutting down: try again once it is restarted")
             if self.searcher is None:
                 if not Store.exists(self.index_dir):
                     raise StoreError("the index is not built yet: the watcher is reading your files")
@@ -486,6 +514,17 @@ class LauncherService:
         hits as retrieved, with the reason in `rerank_error`. "More like this" is never reranked: it
         has no query for the reranker to read.
         """
+        with self._call():
+            return self._search(query, rerank, rerank_top, reranker_file, still_wanted)
+
+    def _search(
+        self,
+        query: Query,
+        rerank: bool | None,
+        rerank_top: int | None,
+        reranker_file: str | None,
+        still_wanted: Callable[[], bool] | None,
+    ) -> RerankedHits:
         searcher = self.get_searcher()
         watcher = self.watcher
         # The watcher shares the model: it waits between its model calls while a query runs.
@@ -956,7 +995,8 @@ def open_from_json(data: dict[str, Any]) -> tuple[str, str | None, str | None]:
 def _error_response(exc: LauncherError) -> Any:
     from fastapi.responses import JSONResponse
 
-    status = 403 if isinstance(exc, NotIndexed) else 400
+    # 503: the process is shutting down (ServerError), a client may try again once it is back.
+    status = 403 if isinstance(exc, NotIndexed) else 503 if isinstance(exc, ServerError) else 400
     return JSONResponse({"error": str(exc), "exit_code": exc.exit_code}, status_code=status)
 
 

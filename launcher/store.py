@@ -193,6 +193,15 @@ class PieceBlock:
     file_ords: I32  # -1 for dead rows
 
 
+def _ords(lookup: I32, numeric_file_ids: I64) -> I32:
+    """Positions of numeric file ids through a lookup; -1 for files no longer indexed."""
+    ids = np.asarray(numeric_file_ids, dtype=np.int64)
+    inside = ids < len(lookup)
+    out = np.full(ids.shape, -1, dtype=np.int32)
+    out[inside] = lookup[ids[inside]]
+    return out
+
+
 @dataclass(frozen=True)
 class FileColumns:
     """The file table as arrays, for filters and grouping; row i is file position i."""
@@ -210,11 +219,7 @@ class FileColumns:
 
     def ords(self, numeric_file_ids: I64) -> I32:
         """Positions of the given numeric file ids; -1 for files no longer indexed."""
-        ids = np.asarray(numeric_file_ids, dtype=np.int64)
-        inside = ids < len(self._lookup)
-        out = np.full(ids.shape, -1, dtype=np.int32)
-        out[inside] = self._lookup[ids[inside]]
-        return out
+        return _ords(self._lookup, numeric_file_ids)
 
     def file_id(self, pos: int) -> FileId:
         """The string id of the file at a position."""
@@ -304,6 +309,7 @@ class Store:
         self._pieces = pieces
         self._vectors = vectors
         self._columns: FileColumns | None = None
+        self._lookup: I32 | None = None  # numeric file id -> position (also inside _columns)
         self._piece_ords: list[I32] | None = None
         self._vector_ords: list[I32] | None = None
         self._partition: tuple[F32, list[npt.NDArray[np.uint16]]] | None | bool = False  # False: not loaded
@@ -464,8 +470,6 @@ class Store:
             ids = self._table.numeric_ids()
             code = {k: i for i, k in enumerate(KINDS)}
             other = code["other"]
-            lookup = np.full(int(ids.max(initial=-1)) + 1, -1, dtype=np.int32)
-            lookup[ids] = np.arange(len(ids), dtype=np.int32)
             self._columns = FileColumns(
                 numeric_ids=ids,
                 paths=[r[COL_PATH] for r in rows.values()],
@@ -473,9 +477,19 @@ class Store:
                 mtime_ns=np.fromiter((r[COL_MTIME] for r in rows.values()), np.int64, len(rows)),
                 date_ns=np.fromiter((date_of(r) for r in rows.values()), np.int64, len(rows)),
                 name_keys=[r[COL_NAME] for r in rows.values()],
-                _lookup=lookup,
+                _lookup=self._file_lookup(),
             )
         return self._columns
+
+    def _file_lookup(self) -> I32:
+        """Numeric file id -> position in the file table (once per snapshot): all that piece_ords
+        needs, without the columns (a writer's open, on every rescan, needs only this)."""
+        if self._lookup is None:
+            ids = self._table.numeric_ids()
+            lookup = np.full(int(ids.max(initial=-1)) + 1, -1, dtype=np.int32)
+            lookup[ids] = np.arange(len(ids), dtype=np.int32)
+            self._lookup = lookup
+        return self._lookup
 
     # pieces
 
@@ -521,8 +535,8 @@ class Store:
     def piece_ords(self) -> list[I32]:
         """Per piece segment: row -> file position, -1 for dead rows."""
         if self._piece_ords is None:
-            cols = self.file_columns()
-            self._piece_ords = [cols.ords(np.asarray(s.files)) for s in self._pieces]
+            lookup = self._file_lookup()
+            self._piece_ords = [_ords(lookup, np.asarray(s.files)) for s in self._pieces]
         return self._piece_ords
 
     def piece_blocks(self) -> list[PieceBlock]:

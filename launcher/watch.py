@@ -508,10 +508,14 @@ class Watcher:
                 log.error("%s", self.error)
                 return
             except (StoreError, OSError) as exc:
+                if self._stopping.is_set():
+                    break  # cut short by stop(): what was committed stays, the rest is pending
                 self._retry_at = time.monotonic() + RETRY_S
                 self._set_state("error", str(exc).lower())
                 log.error("watcher: %s", exc)
             except Exception as exc:  # a bug must not end watching silently
+                if self._stopping.is_set():
+                    break  # stop() closed the model under the step: not a failure to report
                 log.exception("watcher step failed")
                 self._retry_at = time.monotonic() + RETRY_S
                 self._set_state("error", f"{type(exc).__name__}: {exc}")

@@ -319,3 +319,46 @@ def test_top_rows_is_exact_on_large_inputs() -> None:
     for k in (1, 10, 400, 5000):
         got = np.sort(scores[_top_rows(scores, k)])
         assert np.array_equal(got, np.sort(scores)[-k:])
+
+
+def test_one_warming_thread_and_a_newer_snapshot_goes_first(tmp_path: Path) -> None:
+    """Warming maps pages in one thread for the searcher's life; each commit's snapshot replaces
+    the one being warmed (a watcher commits every few seconds), and close() joins the thread."""
+    import threading
+
+    from launcher.search import warm
+    from launcher.searcher import Searcher
+
+    store, docs = build(tmp_path)
+    assert warm(store, cancelled=lambda: True) is False  # stops at the first look
+    assert warm(store) is True
+    searcher = Searcher(tmp_path / "index")
+    seen: list[threading.Thread] = []
+
+    def note_warmers() -> None:
+        seen.extend(t for t in threading.enumerate() if t.name == "launcher-warm" and t not in seen)
+
+    try:
+        note_warmers()
+        for i in range(20):
+            path = docs / f"commit{i}.txt"
+            path.write_text(f"commit {i}\n", encoding="utf-8")
+            st = path.stat()
+            with Store.open_writer(tmp_path / "index", IDENTITY, dims=DIMS, dtype="float16") as w:  # type: ignore[arg-type]
+                _, ids = w.add_file(
+                    FileRecord(str(path), st.st_size, st.st_mtime_ns, "text"),
+                    f"hash-{i}",
+                    [Piece(text=f"commit {i}", locator=Locator(line_start=1, line_end=1))],
+                )
+                w.set_vectors(ids, axis(i % DIMS)[None, :])
+            before = searcher.store
+            searcher.refresh()
+            assert searcher.store is not before
+            note_warmers()
+        assert len(seen) == 1
+        assert searcher.warmer.wait_idle(30)
+        assert searcher.warmer.warmed() is searcher.store  # the newest snapshot is the one warmed
+        assert 1 <= searcher.warmer.completed <= 21
+    finally:
+        searcher.close()
+    assert not seen[0].is_alive()

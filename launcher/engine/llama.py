@@ -230,7 +230,12 @@ class LlamaEmbedder(Embedder):
         self._ctx: Any = None
         self._batch: Any = None
         self._mctx: Any = None
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one decode at a time: the context holds one batch's state
+        # Calls under way (tokenizing runs outside the decode lock); close() waits for them to end,
+        # so that no thread is ever inside llama.cpp when the model is freed.
+        self._users = 0
+        self._closed = False
+        self._idle = threading.Condition()
 
         meta = gguf_meta.read_metadata(self.model_path)
         if gguf_meta.is_mmproj(meta):
@@ -364,8 +369,28 @@ class LlamaEmbedder(Embedder):
             ident["mmproj_fingerprint"] = file_fingerprint(self.mmproj_path)
         return ident
 
+    @contextlib.contextmanager
+    def _in_use(self) -> Any:
+        """Hold while calling into llama.cpp: close() waits for every holder to leave."""
+        with self._idle:
+            if self._closed:
+                raise LauncherError("the embedder is closed")
+            self._users += 1
+        try:
+            yield
+        finally:
+            with self._idle:
+                self._users -= 1
+                self._idle.notify_all()
+
     def close(self) -> None:
-        """Free mtmd, batch, context and model, in that order."""
+        """Refuse new calls, wait for the ones under way, then free mtmd, batch, context and model."""
+        idle = getattr(self, "_idle", None)
+        if idle is not None:
+            with idle:
+                self._closed = True
+                while self._users:
+                    idle.wait()
         if getattr(self, "_mctx", None):
             mt.mtmd_free(self._mctx)
             self._mctx = None
@@ -415,21 +440,20 @@ class LlamaEmbedder(Embedder):
         parse_special = self.chat_format
         cap = len(data) + 16
         buf = (lc.llama_token * cap)()
-        n = lc.llama_tokenize(self._vocab, data, len(data), buf, cap, add_special, parse_special)
-        if n < 0:
-            cap = -n
-            buf = (lc.llama_token * cap)()
+        with self._in_use():
             n = lc.llama_tokenize(self._vocab, data, len(data), buf, cap, add_special, parse_special)
+            if n < 0:
+                cap = -n
+                buf = (lc.llama_token * cap)()
+                n = lc.llama_tokenize(self._vocab, data, len(data), buf, cap, add_special, parse_special)
         if n < 0:
             raise LauncherError(f"tokenization failed for an input of {len(data)} bytes")
         return list(buf[:n])
 
     def embed_batch(self, inputs: Sequence[EmbedInput]) -> Matrix:
         """Text-only inputs share decodes; inputs with images go through mtmd one at a time."""
-        if self._ctx is None:
-            raise LauncherError("the embedder is closed")
         out = np.empty((len(inputs), self.dims), dtype=np.float32)
-        with self._lock:
+        with self._in_use(), self._lock:
             text_rows: list[int] = []
             token_seqs: list[list[int]] = []
             for row, item in enumerate(inputs):

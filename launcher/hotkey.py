@@ -11,6 +11,8 @@ import contextlib
 import logging
 import os
 import sys
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +22,7 @@ log = logging.getLogger("launcher.hotkey")
 
 DEFAULT_COMBO = "ctrl+alt+space"
 OFF = ("", "none", "off", "no", "false")
+READY_TIMEOUT_S = 10.0  # for the keyboard listener's X connection
 
 MODIFIERS = {
     "ctrl": "ctrl",
@@ -138,8 +141,16 @@ class HotkeyListener:
         listener = keyboard.GlobalHotKeys({self.combo: self._fire})
         listener.daemon = True
         listener.start()
-        listener.wait()  # until the X connection is up, so a press right after start is seen
-        if not listener.is_alive():
+        # Wait until the X connection is up, so a press right after start is seen. pynput's own
+        # wait() has no timeout and never returns when its thread dies before it is ready (seen
+        # under a heavily loaded Xvfb), so it waits on a thread of its own, watched from here.
+        waiter = threading.Thread(target=listener.wait, name="launcher-hotkey-wait", daemon=True)
+        waiter.start()
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while waiter.is_alive() and listener.is_alive() and time.monotonic() < deadline:
+            waiter.join(0.05)
+        if waiter.is_alive() or not listener.is_alive():
+            listener.stop()
             raise LauncherError("no global hotkey: the keyboard listener stopped at once")
         self._listener = listener
 

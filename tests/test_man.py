@@ -120,6 +120,6 @@ def test_cli_indexes_and_finds_real_man_pages(tmp_path: Path) -> None:
         ("list directory contents sorted by modification time", "ls.1.gz"),
         ("compress or expand files", "gzip.1.gz"),
     ):
-        hits = json.loads(ok(cli(home, "search", query, "--json")).stdout)
+        hits = json.loads(ok(cli(home, "search", query, "--json")).stdout)["hits"]
         assert os.path.basename(hits[0]["path"]) == answer, (query, [h["path"] for h in hits])
         assert "\\f" not in hits[0]["snippet"]

@@ -332,11 +332,16 @@ def test_one_warming_thread_and_a_newer_snapshot_goes_first(tmp_path: Path) -> N
     store, docs = build(tmp_path)
     assert warm(store, cancelled=lambda: True) is False  # stops at the first look
     assert warm(store) is True
+    earlier = set(threading.enumerate())  # other tests' searchers may still hold warming threads
     searcher = Searcher(tmp_path / "index")
     seen: list[threading.Thread] = []
 
     def note_warmers() -> None:
-        seen.extend(t for t in threading.enumerate() if t.name == "launcher-warm" and t not in seen)
+        seen.extend(
+            t
+            for t in threading.enumerate()
+            if t.name == "launcher-warm" and t not in seen and t not in earlier
+        )
 
     try:
         note_warmers()

@@ -526,7 +526,7 @@ def test_the_api_and_the_cli_through_the_process_report_what_was_parsed(
     assert off["parsed"]["text"] == query and off["parsed"]["after"] is None
     assert "meeting notes budget.md" in {Path(h["path"]).name for h in off["hits"]}
     bad = launched.post("/api/search", {"text": query, "dates": "maybe"})
-    assert bad.status_code == 400 and bad.json()["error"] == "dates: 'maybe' is not true or false"
+    assert bad.status_code == 400 and bad.json()["error"] == 'dates: "maybe" is not true or false'
     searches = launched.get("/api/status").json()["searches"]
     env = {**os.environ, "LAUNCHER_HOME": str(launched.home), **CLOCK}
     through = subprocess.run(

@@ -331,33 +331,33 @@ class Searcher:
         return vector
 
     def _search(self, query: Query, vector: Any) -> list[Hit]:
-        from launcher.search import search
-
+        """The query's best hits whose files are still on disk."""
         if not query.text.strip() and vector is None:
             return []
-        floor = self.floor(query.min_score)
         store = self.store
+        return present_hits(
+            self.index_dir, lambda k: self._ranked(store, vector, query.text, query, k), query.top_k
+        )
 
-        def top(k: int) -> list[Hit]:
-            return search(
-                store,
-                vector,
-                query.text,
-                top_k=k,
-                kinds=query.kinds or None,
-                under=query.under,
-                modified_after=query.after,
-                modified_before=query.before,
-                min_score=floor,
-                probe=self.probe,
-            )
+    def _ranked(self, store: Store, vector: Any, text: str, query: Query, k: int) -> list[Hit]:
+        """search() on one snapshot with the query's filters, the score floor and the probe."""
+        from launcher.search import search
 
-        return present_hits(self.index_dir, top, query.top_k)
+        return search(
+            store,
+            vector,
+            text,
+            top_k=k,
+            kinds=query.kinds or None,
+            under=query.under,
+            modified_after=query.after,
+            modified_before=query.before,
+            min_score=self.floor(query.min_score),
+            probe=self.probe,
+        )
 
     def _more_like(self, query: Query) -> list[Hit]:
         """Files like one piece, found with its stored vector (no model call); the piece's own file left out."""
-        from launcher.search import search
-
         self.refresh()
         store = self.store
         try:
@@ -372,21 +372,9 @@ class Searcher:
             vector = store.vectors_of([piece.piece_id])[0]
         except KeyError:
             raise InputError("that file is not embedded yet: try again when indexing is done") from None
-        floor = self.floor(query.min_score)
 
         def top(k: int) -> list[Hit]:
-            hits = search(
-                store,
-                vector,
-                "",
-                top_k=k + 1,
-                kinds=query.kinds or None,
-                under=query.under,
-                modified_after=query.after,
-                modified_before=query.before,
-                min_score=floor,
-                probe=self.probe,
-            )
+            hits = self._ranked(store, vector, "", query, k + 1)
             return [h for h in hits if h.file_id != piece.file_id][:k]
 
         return present_hits(self.index_dir, top, query.top_k)

@@ -32,14 +32,14 @@ DEFAULT_DEST = HERE.parent / "data" / "docs-corpus"
 RUST_HTML = "usr/share/doc/rust-doc/html"
 
 
-def _download(workdir: Path) -> dict[str, Path]:
-    """Fetch and unpack the pinned packages; returns package -> unpacked root."""
-    specs = [f"{name}={version}" for name, version in PACKAGES.items()]
+def download(workdir: Path, packages: dict[str, str] = PACKAGES) -> dict[str, Path]:
+    """Fetch and unpack pinned packages (name -> version); returns package -> unpacked root."""
+    specs = [f"{name}={version}" for name, version in packages.items()]
     if subprocess.run(["apt-get", "download", *specs], cwd=workdir, capture_output=True).returncode != 0:
         subprocess.run(["apt-get", "update", "-qq"], check=True)
         subprocess.run(["apt-get", "download", *specs], cwd=workdir, check=True)
     roots: dict[str, Path] = {}
-    for name in PACKAGES:
+    for name in packages:
         (deb,) = workdir.glob(f"{name}_*.deb")
         root = workdir / name
         subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True)
@@ -65,7 +65,7 @@ def build(dest: Path = DEFAULT_DEST) -> Path:
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
     with tempfile.TemporaryDirectory() as tmp:
-        roots = _download(Path(tmp))
+        roots = download(Path(tmp))
         rust = roots["rust-doc"] / RUST_HTML
         counts = {
             "rust-book": _copy_tree(

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import gzip
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -35,25 +34,13 @@ PACKAGES = {
     "manpages-dev": "6.03-2",
 }
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # the main set's corpus.py, for its download()
+from corpus import download  # noqa: E402
+
 DEFAULT_DEST = HERE.parent.parent / "data" / "heldout-corpus"
 GIT_HTML = "usr/share/doc/git/html"
 MAN2 = "usr/share/man/man2"
 GIT_SKIP = frozenset({"user-manual.html", "everyday.html", "howto-index.html"})
-
-
-def _download(workdir: Path) -> dict[str, Path]:
-    """Fetch and unpack the pinned packages; returns package -> unpacked root."""
-    specs = [f"{name}={version}" for name, version in PACKAGES.items()]
-    if subprocess.run(["apt-get", "download", *specs], cwd=workdir, capture_output=True).returncode != 0:
-        subprocess.run(["apt-get", "update", "-qq"], check=True)
-        subprocess.run(["apt-get", "download", *specs], cwd=workdir, check=True)
-    roots: dict[str, Path] = {}
-    for name in PACKAGES:
-        (deb,) = workdir.glob(f"{name}_*.deb")
-        root = workdir / name
-        subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True)
-        roots[name] = root
-    return roots
 
 
 def _is_so_stub(path: Path) -> bool:
@@ -81,7 +68,7 @@ def build(dest: Path = DEFAULT_DEST) -> Path:
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
     with tempfile.TemporaryDirectory() as tmp:
-        roots = _download(Path(tmp))
+        roots = download(Path(tmp), PACKAGES)
         git = roots["git-doc"] / GIT_HTML
         git_pages = [p for p in git.glob("*.html") if p.name not in GIT_SKIP]
         git_pages += list((git / "howto").glob("*.html"))

@@ -59,23 +59,15 @@ class Plan:
     moved: list[tuple[FileRecord, str, str]] = field(default_factory=list)  # (record, file_id, hash)
     removed: list[str] = field(default_factory=list)  # file ids
 
-    @property
-    def is_empty(self) -> bool:
-        """True when the index already matches the tree."""
-        return not (self.new or self.changed or self.moved or self.removed)
-
 
 def plan(
     records: Iterable[FileRecord],
     known: Mapping[str, tuple[str, int, int, str, str]],
-    *,
-    scanned_all: bool = True,
 ) -> Plan:
     """Sort scanned files into unchanged / new / changed / moved, and find the removed ones.
 
     `known` holds Known tuples, or plain tuples in Known's order (Store.state_under: no object per
-    indexed file). With `scanned_all=False` (a partial scan, e.g. a few watched paths) nothing is
-    removed.
+    indexed file).
     """
     result = Plan()
     seen: set[str] = set()
@@ -89,9 +81,6 @@ def plan(
             result.unchanged += 1
         else:
             result.changed.append((rec, old[0]))
-    if not scanned_all:
-        result.new = fresh
-        return result
     vanished = {path: Known(*k) for path, k in known.items() if path not in seen}
     by_size: dict[int, list[Known]] = defaultdict(list)
     for k in vanished.values():

@@ -1104,10 +1104,6 @@ class Writer:
         self.set_roots(roots)
         return len(under)
 
-    def clear_failure(self, path: str) -> None:
-        """Forget a recorded skip."""
-        self._unskip(path)
-
     def _unskip(self, path: str) -> None:
         if self._table.skips.pop(path, None) is not None:
             self._skipped.discard(path)

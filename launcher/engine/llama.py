@@ -284,7 +284,6 @@ class LlamaEmbedder(Embedder):
                 f"cannot load model {self.model_path}: the file is corrupt or not a supported gguf"
             )
         self.n_ctx_train = int(lc.llama_model_n_ctx_train(self._model))
-        self.has_encoder = bool(lc.llama_model_has_encoder(self._model))
         self._vocab = lc.llama_model_get_vocab(self._model)
 
         n_ctx = min(opts.n_ctx, self.n_ctx_train) if self.n_ctx_train > 0 else opts.n_ctx

@@ -39,7 +39,7 @@ APP_WINDOW_SIZE = "760,560"
 
 def _command(template: str, arg: str) -> list[str]:
     """A configured command line with the argument put in place of `{}` or appended."""
-    parts = shlex.split(template, posix=os.name != "nt")
+    parts = shlex.split(template)
     if any("{}" in p for p in parts):
         return [p.replace("{}", arg) for p in parts]
     return [*parts, arg]
@@ -69,8 +69,6 @@ def open_file(path: str) -> None:
         _spawn(_command(template, path))
     elif sys.platform == "darwin":
         _spawn(["open", path])
-    elif os.name == "nt":  # pragma: no cover - Windows
-        os.startfile(path)  # type: ignore[attr-defined]
     else:
         _spawn(["xdg-open", path])
 
@@ -82,8 +80,6 @@ def reveal_file(path: str) -> None:
         _spawn(_command(template, path))
     elif sys.platform == "darwin":
         _spawn(["open", "-R", path])
-    elif os.name == "nt":  # pragma: no cover - Windows
-        _spawn(["explorer", f"/select,{path}"])
     elif shutil.which("dbus-send") and _show_items(path):
         pass  # Nautilus, Dolphin, Nemo, Thunar... select the file in its folder
     else:

@@ -28,7 +28,7 @@ def make_private(path: Path, *, recursive: bool = False) -> None:
         st = path.lstat()
     except OSError:
         return
-    if os.name != "posix" or st.st_uid != os.getuid():
+    if st.st_uid != os.getuid():
         return
     import stat
 

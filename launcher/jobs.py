@@ -323,9 +323,8 @@ def run_watch(
             signal.SIGTERM: lambda *_: done.set(),
             signal.SIGINT: lambda *_: done.set(),
         }
-        if hasattr(signal, "SIGUSR1"):  # not on Windows: the pause file works everywhere
-            handlers[signal.SIGUSR1] = lambda *_: watcher.pause()
-            handlers[signal.SIGUSR2] = lambda *_: watcher.resume()
+        handlers[signal.SIGUSR1] = lambda *_: watcher.pause()
+        handlers[signal.SIGUSR2] = lambda *_: watcher.resume()
         previous = {sig: signal.signal(sig, h) for sig, h in handlers.items()}
         pid = os.getpid()
         _err(

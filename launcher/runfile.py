@@ -8,6 +8,7 @@ a run file whose lock is free belongs to a dead process and is removed by whoeve
 
 from __future__ import annotations
 
+import fcntl
 import hmac
 import json
 import os
@@ -59,12 +60,11 @@ def run_dir() -> Path:
     """The run folder, created private to the user."""
     path = config.run_dir()
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if os.name == "posix":
-        st = path.stat()
-        if st.st_uid != os.getuid():
-            raise ServerError(f"{path} belongs to another user: set LAUNCHER_HOME to a folder of your own")
-        if st.st_mode & 0o077:
-            os.chmod(path, 0o700)
+    st = path.stat()
+    if st.st_uid != os.getuid():
+        raise ServerError(f"{path} belongs to another user: set LAUNCHER_HOME to a folder of your own")
+    if st.st_mode & 0o077:
+        os.chmod(path, 0o700)
     return path
 
 
@@ -73,27 +73,16 @@ def _open_lock(path: Path) -> IO[bytes]:
 
 
 def _try_lock(handle: IO[bytes]) -> bool:
-    if os.name == "posix":
-        import fcntl
-
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            return False
-        return True
-    import msvcrt  # pragma: no cover - Windows
-
-    try:  # pragma: no cover
-        handle.seek(0)
-        msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined]
-    except OSError:  # pragma: no cover
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
         return False
-    return True  # pragma: no cover
+    return True
 
 
 def _read(path: Path) -> RunInfo | None:
     try:
-        if os.name == "posix" and path.stat().st_uid != os.getuid():
+        if path.stat().st_uid != os.getuid():
             return None
         data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
         return RunInfo(**data)

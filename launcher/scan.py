@@ -529,8 +529,6 @@ class _Walker:
             return Skip(entry.path, "broken symlink") if is_link else None
         except OSError as exc:
             return Skip(entry.path, _os_reason(exc))
-        if os.name == "nt" and not self.include_hidden and _windows_hidden(st):
-            return None
         if (
             is_link
             and self.index_dirs
@@ -562,12 +560,6 @@ class _PathEntry:
 
     def stat(self) -> os.stat_result:
         return os.stat(self.path)
-
-
-def _windows_hidden(st: os.stat_result) -> bool:
-    """The Windows hidden or system attribute (free: FindNextFile fills the stat cache)."""
-    attrs = getattr(st, "st_file_attributes", 0)
-    return bool(attrs & (stat.FILE_ATTRIBUTE_HIDDEN | stat.FILE_ATTRIBUTE_SYSTEM))
 
 
 def _size(n: int) -> str:

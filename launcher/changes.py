@@ -24,6 +24,7 @@ from pathlib import Path
 from watchdog.events import FileSystemEvent
 
 from launcher import scan as scan_stage
+from launcher.paths import inside
 from launcher.records import FileRecord
 
 # Deletions and renames are taken once their events pause this long, and at most FAST_MAX_S
@@ -55,11 +56,6 @@ def signature(path: str) -> Signature | None:
     except OSError:
         return None
     return (st.st_size, st.st_mtime_ns)
-
-
-def inside(path: str, folder: str) -> bool:
-    """path is folder or below it."""
-    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 class ChangeQueue:

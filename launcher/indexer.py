@@ -33,6 +33,7 @@ from launcher.errors import LauncherError, first_line
 from launcher.extract import ExtractError, ExtractSettings, extract
 from launcher.extract.chunk import TokenBudget
 from launcher.extract.image import taken_ns
+from launcher.paths import folder_prefix, inside_any
 from launcher.records import FileRecord, Piece, Skip
 from launcher.roots import ScanOptions, merge_roots, root_of
 from launcher.store import FileInfo, PieceMeta, Store, Writer, take_gone
@@ -403,7 +404,7 @@ class Indexer:
                 writer.remove_file(info.file_id)
                 known.discard(info.path)
             report.removed += len(gone)
-            scopes = [p for p in scan_stage.unique_paths(list(changed)) if _under_any(p, roots)]
+            scopes = [p for p in scan_stage.unique_paths(list(changed)) if inside_any(p, roots)]
             if scopes:
                 records: list[FileRecord] = []
                 for item in self._walk(scopes, self._roots):
@@ -801,10 +802,6 @@ def _known(infos: Iterable[FileInfo]) -> dict[str, diff_stage.Known]:
     return {i.path: diff_stage.Known(i.file_id, i.size, i.mtime_ns, i.content_hash, i.kind) for i in infos}
 
 
-def _under_any(path: str, folders: Sequence[str]) -> bool:
-    return any(path == f or path.startswith(f.rstrip(os.sep) + os.sep) for f in folders)
-
-
 class _PathIndex:
     """Indexed files by path, sorted, so that "everything at or below P" is two binary searches
     (the store's known_under compares every file with every path: too slow for 10,000 events)."""
@@ -822,7 +819,7 @@ class _PathIndex:
         for path in paths:
             if path in self._by_path:
                 out[path] = self._by_path[path]
-            prefix = path.rstrip(os.sep) + os.sep
+            prefix = folder_prefix(path)
             if self._fresh and _prefix_range(self._fresh, prefix):
                 self._sorted = sorted(set(self._sorted) | set(self._fresh))
                 self._fresh = []

@@ -7,11 +7,11 @@ get the defaults, which is what those runs used unless flags said otherwise.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from launcher.paths import inside
 from launcher.scan import DEFAULT_MAX_FILE_BYTES, unique_paths
 
 DEFAULT_MAX_IMAGE_PIXELS = 64_000_000  # ExtractSettings' default; --max-image-mp
@@ -87,11 +87,6 @@ class ScanFlags:
     def any(self) -> bool:
         """Whether any scan flag was given."""
         return any(getattr(self, f.name) is not None for f in fields(self))
-
-
-def inside(path: str, folder: str) -> bool:
-    """path is folder or below it."""
-    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 def root_of(path: str, roots: Sequence[str]) -> str | None:

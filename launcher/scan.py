@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import pathspec
 
+from launcher.paths import inside
 from launcher.records import FileRecord, Skip
 
 DEFAULT_MAX_FILE_BYTES = 1024 * 1024 * 1024
@@ -260,7 +261,7 @@ def rescan(
     )
     kept = unique_paths(roots)
     for path in unique_paths(paths):
-        root = next((r for r in kept if _inside(path, r)), None)
+        root = next((r for r in kept if inside(path, r)), None)
         if root is not None:
             yield from walker.walk_path(root, path)
 
@@ -281,11 +282,6 @@ def unique_paths(roots: Sequence[str | os.PathLike[str]]) -> list[str]:
             kept.append(root)
             seen.add(root)
     return kept
-
-
-def _inside(path: str, folder: str) -> bool:
-    """Whether `path` is `folder` or below it (plain string comparison on absolute paths)."""
-    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 def _index_dirs(index_dir: str | os.PathLike[str] | None) -> set[str]:
@@ -321,13 +317,13 @@ class _Walker:
         real_root = os.path.realpath(root)
         for index_dir in list(self.index_dirs):
             # The index folder spelled under this root, when the root is reached through a symlink.
-            if _inside(index_dir, real_root):
+            if inside(index_dir, real_root):
                 spelled = os.path.join(root, os.path.relpath(index_dir, real_root))
                 self.index_dirs.add(os.path.normpath(spelled))
 
     def walk_root(self, root: str) -> Iterator[FileRecord | Skip]:
         """Yield everything under one root (or the root itself when it is a file)."""
-        if any(_inside(root, d) for d in self.index_dirs):
+        if any(inside(root, d) for d in self.index_dirs):
             return
         self._note_root(root)
         try:
@@ -353,7 +349,7 @@ class _Walker:
             yield from self.walk_root(root)
             return
         self._note_root(root)
-        if any(_inside(root, d) or _inside(path, d) for d in self.index_dirs):
+        if any(inside(root, d) or inside(path, d) for d in self.index_dirs):
             return
         parts = os.path.relpath(path, root).split(os.sep)
         frame = self._folder(root, "", None)
@@ -532,7 +528,7 @@ class _Walker:
         if (
             is_link
             and self.index_dirs
-            and any(_inside(os.path.realpath(entry.path), d) for d in self.index_dirs)
+            and any(inside(os.path.realpath(entry.path), d) for d in self.index_dirs)
         ):
             return None  # a link into the index is still the index
         if not stat.S_ISREG(st.st_mode):

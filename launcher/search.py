@@ -49,6 +49,7 @@ import numpy as np
 import numpy.typing as npt
 
 from launcher import keywords, partition
+from launcher.paths import folder_prefix
 from launcher.records import KINDS, Hit, Locator, Vector
 from launcher.store import FileColumns, Store
 
@@ -288,7 +289,7 @@ def _under(store: Store, cols: FileColumns, under: str) -> Mask:
     paths: list[str] = store.cache["paths_nfc"]
     typed = os.path.normpath(os.path.abspath(os.path.expanduser(under)))
     tops = {unicodedata.normalize("NFC", t) for t in (typed, os.path.realpath(typed))}
-    prefixes = tuple(t.rstrip(os.sep) + os.sep for t in tops)
+    prefixes = tuple(folder_prefix(t) for t in tops)
     return np.fromiter((p in tops or p.startswith(prefixes) for p in paths), dtype=bool, count=len(paths))
 
 

@@ -51,6 +51,7 @@ import numpy.typing as npt
 from launcher import keywords, partition
 from launcher.errors import ModelMismatch, StoreError, StoreLocked
 from launcher.files import make_private
+from launcher.paths import folder_prefix, inside_any
 from launcher.records import KINDS, FileRecord, Locator, Matrix, Piece, Skip
 from launcher.roots import ScanOptions, stored_options
 from launcher.segments import (
@@ -621,11 +622,6 @@ class Store:
         )
 
 
-def _is_under(path: str, roots: Sequence[str]) -> bool:
-    """path is one of the roots or inside one."""
-    return any(path == r or path.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
-
-
 # --- files search found gone ---------------------------------------------------------------------
 
 GONE = "gone.txt"  # paths search found missing on disk, one a line, for the next writer to remove
@@ -910,7 +906,7 @@ class Writer:
         these folders: what a rescan's diff needs, as plain tuples (FileInfo objects for 100k
         files cost more than the scan itself)."""
         exact = set(roots)
-        prefixes = tuple(r.rstrip(os.sep) + os.sep for r in roots)
+        prefixes = tuple(folder_prefix(r) for r in roots)
         return {
             row[COL_PATH]: (f"f{fid}", row[COL_SIZE], row[COL_MTIME], row[COL_HASH], row[COL_KIND])
             for fid, row in self._table.rows.items()
@@ -1070,7 +1066,7 @@ class Writer:
         under = replace_under if replace_under is not None else list(self._roots or {})
         if under:
             fresh = {s.path for s in skips}
-            for path in [p for p in self._table.skips if _is_under(p, under) and p not in fresh]:
+            for path in [p for p in self._table.skips if inside_any(p, under) and p not in fresh]:
                 self._unskip(path)
         for skip in skips:
             self.record_failure(skip.path, skip.reason)
@@ -1099,7 +1095,7 @@ class Writer:
         under = self.state_under([root])
         for file_id, *_ in under.values():
             self._remove(_num(file_id, "f"))
-        for path in [p for p in self._table.skips if _is_under(p, [root])]:
+        for path in [p for p in self._table.skips if inside_any(p, [root])]:
             self._unskip(path)
         self.set_roots(roots)
         return len(under)

@@ -32,10 +32,11 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from launcher import scan as scan_stage
-from launcher.changes import ChangeQueue, inside
+from launcher.changes import ChangeQueue
 from launcher.engine import Embedder
 from launcher.errors import ModelMismatch, StoreError, StoreLocked
 from launcher.indexer import Indexer, IndexOptions, IndexReport, Progress
+from launcher.paths import inside
 from launcher.roots import ScanOptions
 from launcher.store import Store, take_gone
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -45,14 +46,15 @@ def make_private(path: Path, *, recursive: bool = False) -> None:
             os.chmod(path, stat.S_IMODE(st.st_mode) & 0o700)
 
 
-def atomic_write_json(path: Path, data: Any, *, mode: int = 0o600) -> None:
+def atomic_write_json(path: Path, data: Any, *, mode: int = 0o600, indent: int = 2) -> None:
     """Write JSON so that a reader sees the old file or the new one, never half of either, even
     after a crash: a temporary file beside it, fsynced, renamed over it, the folder fsynced."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    # Named per process and thread: two threads of one process may write the same file.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, ensure_ascii=True)
+            json.dump(data, f, indent=indent, ensure_ascii=True)
             f.write("\n")
             f.flush()
             os.fsync(f.fileno())

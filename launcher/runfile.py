@@ -20,6 +20,7 @@ from typing import IO, Any
 
 from launcher import config
 from launcher.errors import AlreadyRunning, ServerError
+from launcher.files import atomic_write_json
 
 RUN_FILE = "launcher.json"
 LOCK_FILE = "launcher.lock"
@@ -138,12 +139,7 @@ class Instance:
 
     def publish(self, info: RunInfo) -> None:
         """Write the run file atomically, readable by this user only."""
-        tmp = self.folder / f".{RUN_FILE}.{os.getpid()}.tmp"
-        tmp.unlink(missing_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(asdict(info), f, indent=2)
-        os.replace(tmp, self.path)
+        atomic_write_json(self.path, asdict(info))
         self.info = info
 
     def release(self) -> None:

@@ -15,8 +15,8 @@ On disk, in one directory:
     c-<gen>-<tag>.npy        partition centroids of a large index (launcher/partition.py)
 
 The formats themselves are in launcher/segments.py. A commit writes new segment files (each
-fsynced), then writes MANIFEST.json.tmp, fsyncs it, `os.replace`s it over MANIFEST.json and
-fsyncs the directory. Files are never changed after they are written, so a reader holding a
+fsynced), then writes the new manifest to a temporary file, fsyncs it, `os.replace`s it over
+MANIFEST.json and fsyncs the directory (launcher/files.py's atomic_write_json). Files are never changed after they are written, so a reader holding a
 manifest can always open what it names (it retries if a compaction deleted them in between),
 and `kill -9` at any instant leaves the previous manifest and all of its files intact. Files no
 manifest names are orphans of an interrupted commit; the next writer deletes them when it opens
@@ -50,7 +50,7 @@ import numpy.typing as npt
 
 from launcher import keywords, partition
 from launcher.errors import ModelMismatch, StoreError, StoreLocked
-from launcher.files import make_private
+from launcher.files import atomic_write_json, make_private
 from launcher.paths import folder_prefix, inside_any
 from launcher.records import KINDS, FileRecord, Locator, Matrix, Piece, Skip
 from launcher.roots import ScanOptions, stored_options
@@ -82,6 +82,8 @@ from launcher.segments import (
 
 SCHEMA = 1  # bump when the layout or the tokenizer (keywords.py) changes
 MANIFEST = "MANIFEST.json"
+# A manifest write that never reached its rename (atomic_write_json's name; older versions' too).
+_MANIFEST_TMP = re.compile(r"\.?MANIFEST\.json(\.\d+\.\d+)?\.tmp$")
 LOCK = "LOCK"
 TEXT_CAP = 4096  # characters of a piece's text kept for snippets; postings see all of it
 MERGE_FACTOR = 8  # this many segments of one size tier are merged into one
@@ -810,7 +812,7 @@ class Writer:
         for entry in os.scandir(self.root):
             m = _OWN_FILE.match(entry.name)
             stale_lists = _LISTS_FILE.match(entry.name) is not None and entry.name not in live
-            if (m and m.group(1) not in live) or stale_lists or entry.name == MANIFEST + ".tmp":
+            if (m and m.group(1) not in live) or stale_lists or _MANIFEST_TMP.match(entry.name):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(entry.path)
 
@@ -1244,16 +1246,8 @@ class Writer:
         m["vectors"] = self._compact(gen, vectors, segs_v, live, self._merge_vectors)
         self._partition(gen, m, segs_v)
         m["committed_at"] = time.time()
-        fsync_dir(self.root)
-        tmp = self.root / (MANIFEST + ".tmp")
-        with os.fdopen(
-            os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8"
-        ) as fh:
-            json.dump(m, fh, indent=1)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.root / MANIFEST)
-        fsync_dir(self.root)
+        fsync_dir(self.root)  # the segments' names are durable before the manifest names them
+        atomic_write_json(self.root / MANIFEST, m, indent=1)
         # Committed. What the new manifest no longer names (merged segments, a reset index's
         # files) is garbage now; readers that still use it hold it open or mapped.
         self._clean_orphans(m)

@@ -35,6 +35,7 @@ from launcher import scan as scan_stage
 from launcher.changes import ChangeQueue
 from launcher.engine import Embedder
 from launcher.errors import ModelMismatch, StoreError, StoreLocked
+from launcher.files import atomic_write_json
 from launcher.indexer import Indexer, IndexOptions, IndexReport, Progress
 from launcher.paths import inside
 from launcher.roots import ScanOptions
@@ -707,16 +708,10 @@ class Watcher:
         self._status_written = now
         self._status_revision = self._queue.revision
         path = self.index_dir / STATUS_FILE
-        tmp = path.with_name(f"{STATUS_FILE}.{os.getpid()}.{threading.get_ident()}.tmp")
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(json.dumps(self.status(), indent=1, ensure_ascii=True))
-            os.replace(tmp, path)
+            atomic_write_json(path, self.status(), indent=1)
         except OSError as exc:  # a full disk must not stop the watcher; status is informational
             log.debug("cannot write %s: %s", path, exc)
-            with contextlib.suppress(OSError):
-                tmp.unlink()
 
 
 def _why_native_failed(exc: OSError) -> str:

@@ -717,15 +717,14 @@ def _thumbnail(path: str, mtime_ns: int) -> bytes | None:
     from PIL import Image, ImageOps
 
     from launcher.extract.base import ExtractSettings
-    from launcher.extract.image import HEIF_EXTENSIONS, load_image
+    from launcher.extract.image import HEIF_EXTENSIONS, check_pixels, load_image
 
     try:
         if path.lower().endswith(HEIF_EXTENSIONS):
             image = load_image(path, ExtractSettings().max_image_pixels)
         else:
             with Image.open(path) as opened:
-                if opened.width * opened.height > ExtractSettings().max_image_pixels:
-                    return None
+                check_pixels(*opened.size, ExtractSettings().max_image_pixels)  # too large: no thumbnail
                 opened.draft("RGB", (THUMB_PX * 2, THUMB_PX * 2))  # JPEG: decode at a fraction of the size
                 image = ImageOps.exif_transpose(opened) or opened
                 image.load()

@@ -28,8 +28,8 @@ from launcher.indexer import (
     document_instruction,
     kept_chunk_tokens,
 )
+from launcher.models import read_model_hint, write_model_hint
 from launcher.roots import ScanFlags, ScanOptions, chosen_options
-from launcher.searcher import read_model_hint, write_model_hint
 from launcher.store import Store
 
 
@@ -227,17 +227,6 @@ def run_forget(index_dir: Path, path: Path) -> int:
     return count
 
 
-def resolve_index_model(index_dir: Path, model: str | None, mmproj: str | None) -> models.ResolvedModel:
-    """The model to write an index with: the one named, else the one that built it, else the default."""
-    if model:
-        return models.resolve_model(model, mmproj)
-    hint = read_model_hint(index_dir)
-    if hint and Path(hint["model"]).is_file():
-        mm = Path(hint["mmproj"]) if hint.get("mmproj") else None
-        return models.ResolvedModel(hint["name"], Path(hint["model"]), mm, mm is not None)
-    return models.resolve_model(None, mmproj)
-
-
 def run_watch(
     paths: Sequence[Path],
     *,
@@ -280,7 +269,7 @@ def run_watch(
         raise LauncherError(f"no such file or folder: {missing[0]}")
     for p in missing:  # an unmounted drive, a folder still to be made
         _err(f"note: {p} does not exist yet; it is watched once it appears")
-    resolved = resolve_index_model(index_dir, model, mmproj)
+    resolved = models.resolve_index_model(index_dir, model, mmproj)
     if not model and not resolved.multimodal and existing is None:
         _note_text_model()
     options = index_options(

@@ -522,3 +522,35 @@ def pull(name: str, *, progress: bool = True, retries: int = download.RETRIES) -
     record = {"name": e.name, "repo": e.repo, "revision": revision, "files": checked}
     atomic_write_json(where / RECORD, record)
     return pulled_path(e)
+
+
+MODEL_HINT = "model.json"  # beside the manifest: which files built this index (informational)
+
+
+def write_model_hint(index_dir: Path, model: ResolvedModel) -> None:
+    """Remember which model files built the index, so search can load the same ones."""
+    hint = {
+        "name": model.name,
+        "model": str(model.path),
+        "mmproj": str(model.mmproj) if model.mmproj else None,
+    }
+    atomic_write_json(index_dir / MODEL_HINT, hint)
+
+
+def read_model_hint(index_dir: Path) -> dict[str, Any] | None:
+    """The model files recorded by the last `launcher index`, if any."""
+    try:
+        return json.loads((index_dir / MODEL_HINT).read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+    except (OSError, ValueError):
+        return None
+
+
+def resolve_index_model(index_dir: Path, model: str | None, mmproj: str | None) -> ResolvedModel:
+    """The model to use with an index: the one named, else the one that built it, else the default."""
+    if model:
+        return resolve_model(model, mmproj)
+    hint = read_model_hint(index_dir)
+    if hint and Path(hint["model"]).is_file():
+        mm = Path(hint["mmproj"]) if hint.get("mmproj") else None
+        return ResolvedModel(hint["name"], Path(hint["model"]), mm, mm is not None)
+    return resolve_model(None, mmproj)

@@ -5,7 +5,6 @@ Shared by the CLI, the resident process and the window, so every front end searc
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -18,38 +17,18 @@ from typing import Any
 
 from launcher.engine import QUERY_INSTRUCTION, Embedder, EmbedInput, load_embedder
 from launcher.errors import InputError, LauncherError, ModelError, StoreError
-from launcher.files import atomic_write_json
-from launcher.models import ResolvedModel, resolve_model
+from launcher.models import ResolvedModel, resolve_index_model
 from launcher.records import Hit, Locator
 from launcher.store import Store, queue_gone
 from launcher.when import Parsed, narrowed, parse, unparsed
 
 log = logging.getLogger("launcher.searcher")
 
-MODEL_HINT = "model.json"  # beside the manifest: which files built this index (informational)
 # How much a weak time expression ("tax form from 2023", "last summer") lifts the files in its
 # range: score = 1 - (1 - score)(1 - DATE_WEIGHT), a noisy-OR like the other signals. Enough to
 # put an in-range file ahead of a slightly better out-of-range one (0.60 -> 0.68), not ahead of a
 # clearly better one (0.80), and it admits nothing below the score floor.
 DATE_WEIGHT = 0.2
-
-
-def write_model_hint(index_dir: Path, model: ResolvedModel) -> None:
-    """Remember which model files built the index, so search can load the same ones."""
-    hint = {
-        "name": model.name,
-        "model": str(model.path),
-        "mmproj": str(model.mmproj) if model.mmproj else None,
-    }
-    atomic_write_json(index_dir / MODEL_HINT, hint)
-
-
-def read_model_hint(index_dir: Path) -> dict[str, Any] | None:
-    """The model files recorded by the last `launcher index`, if any."""
-    try:
-        return json.loads((index_dir / MODEL_HINT).read_text(encoding="utf-8"))  # type: ignore[no-any-return]
-    except (OSError, ValueError):
-        return None
 
 
 @dataclass
@@ -192,17 +171,7 @@ class Searcher:
         self._closed = False
 
     def _resolve(self) -> ResolvedModel:
-        if self._model_arg:
-            return resolve_model(self._model_arg, self._mmproj_arg)
-        hint = read_model_hint(self.index_dir)
-        if hint and Path(hint["model"]).is_file():
-            return ResolvedModel(
-                hint["name"],
-                Path(hint["model"]),
-                Path(hint["mmproj"]) if hint.get("mmproj") else None,
-                bool(hint.get("mmproj")),
-            )
-        return resolve_model(None, self._mmproj_arg)
+        return resolve_index_model(self.index_dir, self._model_arg, self._mmproj_arg)
 
     def floor(self, asked: float | None) -> float:
         """The score floor: the query's, else the user's setting, else the index's model's
@@ -455,7 +424,5 @@ __all__ = [
     "hit_to_json",
     "open_store",
     "present_hits",
-    "read_model_hint",
-    "write_model_hint",
     "LauncherError",
 ]

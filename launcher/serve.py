@@ -48,9 +48,10 @@ from fastapi import Request
 
 from launcher import config, desktop
 from launcher.errors import InputError, LauncherError, NotIndexed, ServerError, StoreError
+from launcher.models import write_model_hint
 from launcher.reranking import DEFAULT_RERANK_TOP, RerankedHits, ResidentReranker
 from launcher.runfile import Instance, RunInfo, new_token, same_secret
-from launcher.searcher import Query, Searcher, hit_to_json, write_model_hint
+from launcher.searcher import Query, Searcher, hit_to_json
 from launcher.store import FileInfo, Store
 
 log = logging.getLogger("launcher.serve")
@@ -307,7 +308,7 @@ class LauncherService:
         write_model_hint(self.index_dir, resolved)
 
     def _hint_model(self) -> str:
-        from launcher.searcher import read_model_hint
+        from launcher.models import read_model_hint
 
         return str((read_model_hint(self.index_dir) or {}).get("model") or "")
 

@@ -1,4 +1,5 @@
-"""Stage 9, the search window: a Gradio page, keyboard-first, a thin shell over LauncherService.
+"""Stage 9, the search window: a Gradio page, keyboard-first, a thin shell over the resident
+process (what it asks of it is WindowService).
 
 Results are HTML built here, every file name, path and snippet passed through `esc` (html.escape
 after making undecodable names printable). The page's own script (HEAD_JS) does the keyboard
@@ -18,19 +19,40 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import gradio as gr
 
 from launcher.desktop import WINDOW_TITLE, display_path
 from launcher.errors import InputError, LauncherError
 from launcher.records import Hit
+from launcher.reranking import RerankedHits
 from launcher.searcher import Query
 from launcher.when import Parsed
 from launcher.when import now as clock
 
-if TYPE_CHECKING:
-    from launcher.serve import LauncherService
+
+class _Switches(Protocol):
+    rerank: bool  # where the window's rerank switch starts
+
+
+class WindowService(Protocol):
+    """What the window asks of the resident process (launcher.serve.LauncherService provides it).
+
+    Declared here, on the window's side, so that the window never imports the process that
+    mounts it."""
+
+    @property
+    def options(self) -> _Switches: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+    def roots(self) -> list[str]: ...
+
+    def search(
+        self, query: Query, rerank: bool | None = None, *, still_wanted: Callable[[], bool] | None = None
+    ) -> RerankedHits: ...
+
 
 TOP_K = 12
 STATUS_EVERY_S = 3.0
@@ -395,7 +417,7 @@ def rerankable(text: str | None, image: str | None, like: dict[str, str] | None)
 
 
 def run_search(
-    service: LauncherService,
+    service: WindowService,
     text: str | None,
     image: str | None,
     kind: str | None,
@@ -533,7 +555,7 @@ def theme() -> Any:
     )
 
 
-def build(service: LauncherService) -> Any:
+def build(service: WindowService) -> Any:
     """The Gradio Blocks of the window, wired to the service."""
     # Gradio finds gr.EventData parameters by their annotation: gradio is imported at module level.
 
@@ -709,7 +731,7 @@ def build(service: LauncherService) -> Any:
     return blocks
 
 
-def mount(app: Any, service: LauncherService) -> Any:
+def mount(app: Any, service: WindowService) -> Any:
     """Mount the window at / on the FastAPI app (no share link, no server-side rendering)."""
     return gr.mount_gradio_app(
         app,

@@ -54,7 +54,8 @@ from llama_cpp import mtmd_cpp as mt  # noqa: E402
 
 from launcher.engine import EmbedInput, load_embedder  # noqa: E402
 from launcher.engine.imageprep import FACTOR, PreparedImage, prepare_image  # noqa: E402
-from launcher.engine.llama import LlamaEmbedder, LlamaOptions, mtmd_tokenize_prompt, system_info  # noqa: E402
+from launcher.engine.llama import LlamaEmbedder  # noqa: E402
+from launcher.engine.runtime import LlamaOptions, mtmd_tokenize_prompt, system_info  # noqa: E402
 
 MODELS = ROOT / "bench" / "models"
 RESULTS = ROOT / "bench" / "results"

@@ -475,15 +475,9 @@ def _clock(iso: str | None) -> str:
 
 def doctor_report() -> dict[str, Any]:
     """`launcher doctor`: versions, CPU features, GPU offload, models found."""
-    from launcher.engine import llama as engine_llama
+    from launcher.engine import runtime
 
-    try:
-        import llama_cpp
-
-        llama_version = getattr(llama_cpp, "__version__", "?")
-    except ImportError:  # pragma: no cover - a broken install
-        llama_version = "not installed"
-    info = engine_llama.system_info()
+    info = runtime.system_info()
     features = [part.split("=")[0].strip() for part in info.split("|") if part.strip().endswith("= 1")]
     found: dict[str, str] = {}
     for e in models.CATALOG:
@@ -502,11 +496,11 @@ def doctor_report() -> dict[str, Any]:
     return {
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "llama-cpp-python": llama_version,
+        "llama-cpp-python": runtime.llama_version(),
         "cpu_features": " ".join(features),
-        "threads_default": engine_llama.default_threads(),
+        "threads_default": runtime.default_threads(),
         "gpu_offload": "yes"
-        if engine_llama.gpu_offload_supported()
+        if runtime.gpu_offload_supported()
         else "no (CPU-only build; see README 'GPU')",
         "launcher_home": str(config.home()),
         "default_model": models.resolve_model(None).name,

@@ -1,7 +1,8 @@
 """Stage 4, embed: inputs (texts, images, both) become unit vectors.
 
-Everything llama.cpp lives in `launcher.engine.llama`; the rest of the package sees only the
-`Embedder` interface and `load_embedder`.
+The embedder is `launcher.engine.llama`, over the one llama.cpp runtime (`launcher.engine.runtime`,
+shared with the GGUF reranker); the rest of the package sees only the `Embedder` interface and
+`load_embedder`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from launcher.engine.base import Embedder, EmbedInput, l2_normalize, truncate_di
 from launcher.engine.prompt import DEFAULT_INSTRUCTION, DOCUMENT_INSTRUCTION, QUERY_INSTRUCTION
 
 if TYPE_CHECKING:
-    from launcher.engine.llama import LlamaOptions
+    from launcher.engine.runtime import LlamaOptions
 
 __all__ = [
     "DEFAULT_INSTRUCTION",

@@ -22,7 +22,7 @@ from launcher.rerank.base import (
 )
 
 if TYPE_CHECKING:
-    from launcher.engine.llama import LlamaOptions
+    from launcher.engine.runtime import LlamaOptions
 
 __all__ = [
     "DEFAULT_INSTRUCTION",

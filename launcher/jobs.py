@@ -499,9 +499,7 @@ def doctor_report() -> dict[str, Any]:
         "llama-cpp-python": runtime.llama_version(),
         "cpu_features": " ".join(features),
         "threads_default": runtime.default_threads(),
-        "gpu_offload": "yes"
-        if runtime.gpu_offload_supported()
-        else "no (CPU-only build; see README 'GPU')",
+        "gpu_offload": "yes" if runtime.gpu_offload_supported() else "no (CPU-only build; see README 'GPU')",
         "launcher_home": str(config.home()),
         "default_model": models.resolve_model(None).name,
         "models": found,

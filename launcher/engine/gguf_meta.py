@@ -136,3 +136,18 @@ def architecture(meta: dict[str, MetaValue]) -> str:
 def is_mmproj(meta: dict[str, MetaValue]) -> bool:
     """True for a vision projector file (llama.cpp writes them with architecture 'clip')."""
     return architecture(meta) == "clip"
+
+
+def model_metadata(path: Path, *, pass_mmproj_as: str) -> dict[str, MetaValue]:
+    """The metadata of a model file; ModelError when it is an mmproj (which goes elsewhere)."""
+    meta = read_metadata(path)
+    if is_mmproj(meta):
+        raise ModelError(f"{path} is an mmproj (vision projector), not a model: pass it as {pass_mmproj_as}")
+    return meta
+
+
+def check_mmproj(path: Path) -> None:
+    """ModelError unless the file is a vision projector (mmproj)."""
+    meta = read_metadata(path)
+    if not is_mmproj(meta):
+        raise ModelError(f"{path} is not an mmproj file (its architecture is {architecture(meta)!r})")

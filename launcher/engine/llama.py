@@ -55,20 +55,12 @@ class LlamaEmbedder(Embedder):
         self._closed = False
         self._idle = threading.Condition()
 
-        meta = gguf_meta.read_metadata(self.model_path)
-        if gguf_meta.is_mmproj(meta):
-            raise ModelError(
-                f"{self.model_path} is an mmproj (vision projector), not a model: pass it as --mmproj"
-            )
+        meta = gguf_meta.model_metadata(self.model_path, pass_mmproj_as="--mmproj")
         self.architecture = gguf_meta.architecture(meta)
         self.chat_format = self.architecture in CHAT_ARCHITECTURES
         self.name = str(meta.get("general.name") or self.model_path.stem)
         if self.mmproj_path is not None:
-            mmeta = gguf_meta.read_metadata(self.mmproj_path)
-            if not gguf_meta.is_mmproj(mmeta):
-                raise ModelError(
-                    f"{self.mmproj_path} is not an mmproj file (its architecture is {gguf_meta.architecture(mmeta)!r})"
-                )
+            gguf_meta.check_mmproj(self.mmproj_path)
             if not self.chat_format:
                 raise ModelError(
                     f"model {self.model_path.name} ({self.architecture}) is text-only and cannot use an mmproj; "

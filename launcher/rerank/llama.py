@@ -126,11 +126,7 @@ class LlamaReranker(Reranker):
         self._runtime: LlamaRuntime | None = None
         self._lock = threading.Lock()
 
-        meta = gguf_meta.read_metadata(self.model_path)
-        if gguf_meta.is_mmproj(meta):
-            raise ModelError(
-                f"{self.model_path} is an mmproj (vision projector), not a model: pass it as the mmproj"
-            )
+        meta = gguf_meta.model_metadata(self.model_path, pass_mmproj_as="the mmproj")
         self.architecture = gguf_meta.architecture(meta)
         if self.architecture not in CHAT_ARCHITECTURES:
             raise _not_a_reranker(self.model_path, f"architecture {self.architecture!r}")
@@ -143,11 +139,7 @@ class LlamaReranker(Reranker):
         self._head_diff = self._head_rows[0].astype(np.float64) - self._head_rows[1].astype(np.float64)
         self.name = str(meta.get("general.name") or self.model_path.stem)
         if self.mmproj_path is not None:
-            mmeta = gguf_meta.read_metadata(self.mmproj_path)
-            if not gguf_meta.is_mmproj(mmeta):
-                raise ModelError(
-                    f"{self.mmproj_path} is not an mmproj file (its architecture is {gguf_meta.architecture(mmeta)!r})"
-                )
+            gguf_meta.check_mmproj(self.mmproj_path)
         self.n_threads = self.options.n_threads or default_threads()
         self.batch_size = self.options.n_seq_max
         try:

@@ -33,10 +33,10 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from launcher.core.records import Matrix  # noqa: E402
 from launcher.engine import Embedder, EmbedInput, load_embedder  # noqa: E402
 from launcher.engine.llama import LlamaOptions  # noqa: E402
 from launcher.indexer import Indexer, IndexOptions  # noqa: E402
-from launcher.records import Matrix  # noqa: E402
 from launcher.scan import scan  # noqa: E402
 
 

@@ -47,7 +47,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from launcher.records import FileRecord, Piece  # noqa: E402
+from launcher.core.records import FileRecord, Piece  # noqa: E402
 from launcher.search import DEFAULT_PROBE, THREADS, search, warm  # noqa: E402
 from launcher.store import Store  # noqa: E402
 

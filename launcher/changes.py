@@ -24,8 +24,8 @@ from pathlib import Path
 from watchdog.events import FileSystemEvent
 
 from launcher import scan as scan_stage
-from launcher.paths import inside
-from launcher.records import FileRecord
+from launcher.core.paths import inside
+from launcher.core.records import FileRecord
 
 # Deletions and renames are taken once their events pause this long, and at most FAST_MAX_S
 # after the first one.

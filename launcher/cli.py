@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from launcher import config
-from launcher.errors import LauncherError
+from launcher.core import config
+from launcher.core.errors import LauncherError
 
 if TYPE_CHECKING:  # imported lazily at run time, so that `launcher --help` starts fast
-    from launcher.records import Hit
+    from launcher.core.records import Hit
     from launcher.reranking import RerankedHits
     from launcher.searcher import Query
 
@@ -410,7 +410,7 @@ def search(
     """Search the index from the shell (through a running `launcher launch` when there is one: no model reload)."""
     from dataclasses import replace
 
-    from launcher.records import KINDS
+    from launcher.core.records import KINDS
     from launcher.searcher import Query, Searcher, hit_to_json
     from launcher.when import parse, unparsed
 
@@ -635,7 +635,7 @@ def toggle(
     try:
         answer = client.toggle()
     except Unreachable:
-        from launcher.errors import NotRunning
+        from launcher.core.errors import NotRunning
 
         raise NotRunning(f"launcher (pid {client.info.pid}) is not answering at {client.info.url}") from None
     if as_json:
@@ -727,7 +727,7 @@ def models_pull(
 def main() -> None:
     """Entry point: run the app, turning library errors into one line on stderr and an exit code."""
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    from launcher.files import keep_private, make_private
+    from launcher.core.files import keep_private, make_private
 
     # Everything the launcher writes is private (folders 0700, files 0600), whatever the umask;
     # what an older version left readable under LAUNCHER_HOME is fixed (only its own folders: the

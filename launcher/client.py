@@ -13,7 +13,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from launcher.errors import LauncherError, NotRunning, ServerError
+from launcher.core.errors import LauncherError, NotRunning, ServerError
 from launcher.reranking import RerankedHits
 from launcher.runfile import RunInfo, read_running
 from launcher.searcher import Query, hit_from_json

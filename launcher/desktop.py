@@ -18,8 +18,8 @@ import threading
 import webbrowser
 from pathlib import Path
 
-from launcher import config, files
-from launcher.errors import LauncherError
+from launcher.core import config, files
+from launcher.core.errors import LauncherError
 
 log = logging.getLogger("launcher.desktop")
 

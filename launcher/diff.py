@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-from launcher.records import FileRecord
+from launcher.core.records import FileRecord
 
 FULL_HASH_LIMIT = 64 << 20  # larger files (videos) are hashed by samples
 SAMPLE = 1 << 20

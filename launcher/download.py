@@ -28,7 +28,7 @@ from urllib.parse import quote, urljoin, urlparse
 
 import httpx
 
-from launcher.errors import LauncherError
+from launcher.core.errors import LauncherError
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 CHUNK = 1 << 20

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from launcher.errors import InputError, LauncherError
+from launcher.core.errors import InputError, LauncherError
 
 log = logging.getLogger("launcher.hotkey")
 

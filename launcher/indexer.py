@@ -28,13 +28,13 @@ import numpy as np
 
 from launcher import diff as diff_stage
 from launcher import scan as scan_stage
+from launcher.core.errors import LauncherError, first_line
+from launcher.core.paths import folder_prefix, inside_any
+from launcher.core.records import FileRecord, Piece, Skip
 from launcher.engine import DOCUMENT_INSTRUCTION, Embedder, EmbedInput
-from launcher.errors import LauncherError, first_line
 from launcher.extract import ExtractError, ExtractSettings, extract
 from launcher.extract.chunk import TokenBudget
 from launcher.extract.image import taken_ns
-from launcher.paths import folder_prefix, inside_any
-from launcher.records import FileRecord, Piece, Skip
 from launcher.roots import ScanOptions, merge_roots, root_of
 from launcher.store import FileInfo, PieceMeta, Store, Writer, take_gone
 
@@ -176,7 +176,7 @@ def identity_for(embedder: Embedder, options: IndexOptions) -> dict[str, object]
 def document_instruction(identity: dict[str, Any] | None = None) -> str:
     """The instruction documents are embedded with: the `document_instruction` setting, else the one
     the index was built with (so a watcher never rebuilds an index by accident), else the default."""
-    from launcher import config
+    from launcher.core import config
 
     chosen = config.explicit("document_instruction")
     if chosen:

@@ -16,9 +16,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from launcher import config, models
+from launcher import models
+from launcher.core import config
+from launcher.core.errors import LauncherError, StoreError
 from launcher.engine import load_embedder
-from launcher.errors import LauncherError, StoreError
 from launcher.extract import ExtractSettings
 from launcher.indexer import (
     Indexer,

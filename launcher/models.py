@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from launcher import config, download
+from launcher import download
+from launcher.core import config
+from launcher.core.errors import LauncherError, ModelError
+from launcher.core.files import atomic_write_json
 from launcher.download import HubFile
 from launcher.engine import gguf_meta
-from launcher.errors import LauncherError, ModelError
-from launcher.files import atomic_write_json
 
 log = logging.getLogger("launcher.models")
 

@@ -18,9 +18,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from launcher import config
-from launcher.errors import LauncherError, ModelError
-from launcher.records import Hit
+from launcher.core import config
+from launcher.core.errors import LauncherError, ModelError
+from launcher.core.records import Hit
 from launcher.rerank import Reranker, RerankInput, load_reranker, resolve_reranker
 from launcher.store import Store
 from launcher.when import Parsed

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from launcher.paths import inside
+from launcher.core.paths import inside
 from launcher.scan import DEFAULT_MAX_FILE_BYTES, unique_paths
 
 DEFAULT_MAX_IMAGE_PIXELS = 64_000_000  # ExtractSettings' default; --max-image-mp

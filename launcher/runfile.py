@@ -18,9 +18,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from launcher import config
-from launcher.errors import AlreadyRunning, ServerError
-from launcher.files import atomic_write_json
+from launcher.core import config
+from launcher.core.errors import AlreadyRunning, ServerError
+from launcher.core.files import atomic_write_json
 
 RUN_FILE = "launcher.json"
 LOCK_FILE = "launcher.lock"

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import pathspec
 
-from launcher.paths import inside
-from launcher.records import FileRecord, Skip
+from launcher.core.paths import inside
+from launcher.core.records import FileRecord, Skip
 
 DEFAULT_MAX_FILE_BYTES = 1024 * 1024 * 1024
 """Files above this size are skipped (1 GiB); `--max-file-mb` changes it."""

@@ -49,8 +49,8 @@ import numpy as np
 import numpy.typing as npt
 
 from launcher import keywords, partition
-from launcher.paths import folder_prefix
-from launcher.records import KINDS, Hit, Locator, Vector
+from launcher.core.paths import folder_prefix
+from launcher.core.records import KINDS, Hit, Locator, Vector
 from launcher.store import FileColumns, Store
 
 # The cut for the fused score. Qwen3-Embedding-0.6B's model card prints cosine 0.7646 and 0.6000

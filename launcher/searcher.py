@@ -15,10 +15,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from launcher.core.errors import InputError, LauncherError, ModelError, StoreError
+from launcher.core.records import Hit, Locator
 from launcher.engine import QUERY_INSTRUCTION, Embedder, EmbedInput, load_embedder
-from launcher.errors import InputError, LauncherError, ModelError, StoreError
 from launcher.models import ResolvedModel, resolve_index_model
-from launcher.records import Hit, Locator
 from launcher.store import Store, queue_gone
 from launcher.when import Parsed, narrowed, parse, unparsed
 
@@ -149,7 +149,7 @@ class Searcher:
         embedder: Embedder | None = None,
         probe: int | None = None,
     ):
-        from launcher import config
+        from launcher.core import config
 
         self.index_dir = Path(index_dir)
         # Partition lists searched per query (search.DEFAULT_PROBE when unset; 0: exact).
@@ -227,7 +227,7 @@ class Searcher:
 
     def parse(self, query: Query) -> Parsed:
         """The query's text with its time expression read out, unless date parsing is off."""
-        from launcher import config
+        from launcher.core import config
 
         on = query.dates if query.dates is not None else config.resolve("dates")
         if not on or query.like is not None:

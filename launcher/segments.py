@@ -17,8 +17,8 @@ import numpy as np
 import numpy.typing as npt
 
 from launcher import keywords
-from launcher.errors import StoreError
-from launcher.records import Matrix
+from launcher.core.errors import StoreError
+from launcher.core.records import Matrix
 
 I64 = npt.NDArray[np.int64]
 F32 = npt.NDArray[np.float32]

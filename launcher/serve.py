@@ -46,8 +46,9 @@ from typing import Any
 
 from fastapi import Request
 
-from launcher import config, desktop
-from launcher.errors import InputError, LauncherError, NotIndexed, ServerError, StoreError
+from launcher import desktop
+from launcher.core import config
+from launcher.core.errors import InputError, LauncherError, NotIndexed, ServerError, StoreError
 from launcher.models import write_model_hint
 from launcher.reranking import DEFAULT_RERANK_TOP, RerankedHits, ResidentReranker
 from launcher.runfile import Instance, RunInfo, new_token, same_secret
@@ -910,7 +911,7 @@ def _number(data: dict[str, Any], key: str) -> float | None:
 def query_from_json(data: dict[str, Any], upload_dir: Path) -> tuple[Query, Path | None]:
     """A Query from the API's JSON body, every field checked (InputError names a malformed one); an
     inline image is written to a private temp file."""
-    from launcher.records import KINDS
+    from launcher.core.records import KINDS
 
     text = _text(data, "text") or ""
     top_k = _whole(data, "top_k", 1, 1000)

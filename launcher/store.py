@@ -16,7 +16,7 @@ On disk, in one directory:
 
 The formats themselves are in launcher/segments.py. A commit writes new segment files (each
 fsynced), then writes the new manifest to a temporary file, fsyncs it, `os.replace`s it over
-MANIFEST.json and fsyncs the directory (launcher/files.py's atomic_write_json). Files are never changed after they are written, so a reader holding a
+MANIFEST.json and fsyncs the directory (launcher/core/files.py's atomic_write_json). Files are never changed after they are written, so a reader holding a
 manifest can always open what it names (it retries if a compaction deleted them in between),
 and `kill -9` at any instant leaves the previous manifest and all of its files intact. Files no
 manifest names are orphans of an interrupted commit; the next writer deletes them when it opens
@@ -49,10 +49,10 @@ import numpy as np
 import numpy.typing as npt
 
 from launcher import keywords, partition
-from launcher.errors import ModelMismatch, StoreError, StoreLocked
-from launcher.files import atomic_write_json, make_private
-from launcher.paths import folder_prefix, inside_any
-from launcher.records import KINDS, FileRecord, Locator, Matrix, Piece, Skip
+from launcher.core.errors import ModelMismatch, StoreError, StoreLocked
+from launcher.core.files import atomic_write_json, make_private
+from launcher.core.paths import folder_prefix, inside_any
+from launcher.core.records import KINDS, FileRecord, Locator, Matrix, Piece, Skip
 from launcher.roots import ScanOptions, stored_options
 from launcher.segments import (
     COL_ERROR,

@@ -23,9 +23,9 @@ from typing import Any, Protocol
 
 import gradio as gr
 
+from launcher.core.errors import InputError, LauncherError
+from launcher.core.records import Hit
 from launcher.desktop import WINDOW_TITLE, display_path
-from launcher.errors import InputError, LauncherError
-from launcher.records import Hit
 from launcher.reranking import RerankedHits
 from launcher.searcher import Query
 from launcher.when import Parsed

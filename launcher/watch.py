@@ -33,11 +33,11 @@ from watchdog.observers.polling import PollingObserver
 
 from launcher import scan as scan_stage
 from launcher.changes import ChangeQueue
+from launcher.core.errors import ModelMismatch, StoreError, StoreLocked
+from launcher.core.files import atomic_write_json
+from launcher.core.paths import inside
 from launcher.engine import Embedder
-from launcher.errors import ModelMismatch, StoreError, StoreLocked
-from launcher.files import atomic_write_json
 from launcher.indexer import Indexer, IndexOptions, IndexReport, Progress
-from launcher.paths import inside
 from launcher.roots import ScanOptions
 from launcher.store import Store, take_gone
 

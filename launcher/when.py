@@ -31,7 +31,7 @@ from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
-from launcher.errors import InputError
+from launcher.core.errors import InputError
 
 NOW_ENV = "LAUNCHER_NOW"  # a fixed clock (ISO date-time, local time unless it has an offset), for tests
 

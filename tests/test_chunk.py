@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from launcher.core.records import FileRecord, Piece
 from launcher.engine import EmbedInput
 from launcher.extract import ExtractSettings, extract
 from launcher.indexer import Indexer, IndexOptions, embed_input_for, token_budget
-from launcher.records import FileRecord, Piece
 from launcher.scan import kind_of
 from launcher.store import Store
 from tests.test_extract import located

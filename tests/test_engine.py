@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from launcher.core.errors import InputError, InputTooLong, ModelError
 from launcher.engine import EmbedInput, load_embedder, truncate_dims
 from launcher.engine.imageprep import prepare_image, smart_resize
 from launcher.engine.prompt import build_prompt, normalize_instruction
-from launcher.errors import InputError, InputTooLong, ModelError
 from tests.conftest import MINILM, ROOT, TINY, TINY_F16, TINY_MMPROJ, _options
 
 

@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from launcher.errors import LauncherError
+from launcher.core.errors import LauncherError
+from launcher.core.records import FileRecord, Locator, Piece
 from launcher.extract import ExtractError, ExtractSettings, extract, iter_extract
 from launcher.extract.chunk import TokenBudget, approximate_budget, chunk_text
 from launcher.extract.video import sample_times
-from launcher.records import FileRecord, Locator, Piece
 from launcher.scan import kind_of
 
 SENTENCE = "The quarterly invoice for the lighthouse keeper was paid on time."

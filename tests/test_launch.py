@@ -16,7 +16,7 @@ from urllib.parse import unquote, urlparse
 
 import pytest
 
-from launcher.errors import InputError
+from launcher.core.errors import InputError
 from launcher.hotkey import HotkeyListener, parse_combo
 from tests.conftest import FIXTURES, MINILM
 from tests.launched import Launched, launch, login_target, recorded, xvfb

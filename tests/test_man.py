@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from launcher.core.records import FileRecord
 from launcher.extract import ExtractError, extract
 from launcher.extract.man import render, troff_like
-from launcher.records import FileRecord
 from tests.test_index_cli import cli, ok
 
 MAN1 = Path("/usr/share/man/man1")

@@ -14,7 +14,7 @@ import pytest
 
 from launcher import partition
 from launcher import search as search_module
-from launcher.records import FileRecord, Piece
+from launcher.core.records import FileRecord, Piece
 from launcher.search import search
 from launcher.store import Store
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from launcher import download, models
-from launcher.errors import ModelError
+from launcher.core.errors import ModelError
 from tests.fakehub import FakeHub, gguf_bytes
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"

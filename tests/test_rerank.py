@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from launcher.core.errors import InputError, ModelError, RerankerUnavailable
 from launcher.engine.llama import LlamaOptions
-from launcher.errors import InputError, ModelError, RerankerUnavailable
 from launcher.rerank import RerankInput, RerankPair, build_prompt, load_reranker
 from launcher.rerank.base import DEFAULT_INSTRUCTION, truncate_ids
 from tests.conftest import FIXTURES, ROOT, TINY, TINY_F16

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from launcher.records import KINDS, FileRecord, Skip
+from launcher.core.records import KINDS, FileRecord, Skip
 from launcher.scan import kind_of, scan
 
 

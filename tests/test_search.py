@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from launcher.records import FileRecord, Locator, Piece
+from launcher.core.records import FileRecord, Locator, Piece
 from launcher.search import DEFAULT_MIN_SCORE, search, snippet_of
 from launcher.store import Store
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from launcher.errors import LauncherError
+from launcher.core.errors import LauncherError
 from launcher.store import Store
 from launcher.watch import read_status
 from tests.conftest import MINILM

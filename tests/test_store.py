@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 
 from launcher import store as store_mod
-from launcher.errors import ModelMismatch, StoreError, StoreLocked
-from launcher.records import FileRecord, Locator, Piece, Skip
+from launcher.core.errors import ModelMismatch, StoreError, StoreLocked
+from launcher.core.records import FileRecord, Locator, Piece, Skip
 from launcher.store import PieceMeta, Store
 
 IDENTITY = {
@@ -372,7 +372,9 @@ CHILD = textwrap.dedent(
     """
     import json, sys, zlib
     import numpy as np
-    from launcher.records import FileRecord, Locator, Piece
+    from launcher.core.records import FileRecord
+    from launcher.core.records import Locator
+    from launcher.core.records import Piece
     from launcher.store import Store
 
     index, run = sys.argv[1], int(sys.argv[2])

@@ -14,9 +14,9 @@ import pytest
 from PIL import Image
 
 from launcher import when
-from launcher.errors import InputError
+from launcher.core.errors import InputError
+from launcher.core.records import FileRecord
 from launcher.extract.image import taken_ns
-from launcher.records import FileRecord
 from launcher.search import newest, search
 from launcher.segments import COL_TAKEN, date_of
 from launcher.store import Store

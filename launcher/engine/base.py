@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from launcher.errors import InputError
-from launcher.records import Matrix, Vector
+from launcher.core.errors import InputError
+from launcher.core.records import Matrix, Vector
 
 ImageSource = Any  # PIL.Image.Image | str | Path; kept loose so records need not import PIL
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from launcher.errors import ModelError
+from launcher.core.errors import ModelError
 
 GGUF_MAGIC = b"GGUF"
 _SCALARS: dict[int, str] = {

@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, UnidentifiedImageError
 
-from launcher.errors import InputError
+from launcher.core.errors import InputError
 
 PATCH_SIZE = 16
 FACTOR = PATCH_SIZE * 2  # one visual token per 32 x 32 pixels after the 2 x 2 merge

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from launcher.core.errors import InputError, InputTooLong, LauncherError, ModelError
+from launcher.core.records import Matrix
 from launcher.engine import gguf_meta
 from launcher.engine.base import Embedder, EmbedInput, l2_normalize
 from launcher.engine.imageprep import prepare_image
@@ -27,8 +29,6 @@ from launcher.engine.runtime import (
     default_threads,
     file_fingerprint,
 )
-from launcher.errors import InputError, InputTooLong, LauncherError, ModelError
-from launcher.records import Matrix
 
 __all__ = ["LlamaEmbedder", "LlamaOptions"]
 

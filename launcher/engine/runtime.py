@@ -24,8 +24,8 @@ import llama_cpp as lc
 import numpy as np
 from llama_cpp import mtmd_cpp as mt
 
+from launcher.core.errors import LauncherError, ModelError
 from launcher.engine.imageprep import FACTOR, MAX_PIXELS, MIN_PIXELS, PreparedImage
-from launcher.errors import LauncherError, ModelError
 
 log = logging.getLogger("launcher.llama")
 

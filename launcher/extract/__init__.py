@@ -15,9 +15,9 @@ import importlib
 import os
 from collections.abc import Callable, Generator, Iterator
 
-from launcher.errors import first_line
+from launcher.core.errors import first_line
+from launcher.core.records import FileRecord, Piece
 from launcher.extract.base import ExtractError, ExtractSettings, context_of
-from launcher.records import FileRecord, Piece
 
 __all__ = ["ExtractError", "ExtractSettings", "context_of", "extract", "iter_extract"]
 

@@ -7,9 +7,9 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from launcher.errors import LauncherError
+from launcher.core.errors import LauncherError
+from launcher.core.records import FileRecord, Locator, Piece
 from launcher.extract.chunk import TokenBudget, approximate_budget, chunk_text, split_line
-from launcher.records import FileRecord, Locator, Piece
 
 
 class ExtractError(LauncherError):

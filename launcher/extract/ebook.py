@@ -13,11 +13,11 @@ from collections.abc import Iterator
 from urllib.parse import unquote
 from xml.etree import ElementTree
 
+from launcher.core.records import FileRecord, Piece
 from launcher.extract.base import ExtractError, ExtractSettings, numbered, text_pieces
 from launcher.extract.html import html_to_text, meta_charset
 from launcher.extract.office import check_archive
 from launcher.extract.text import decode
-from launcher.records import FileRecord, Piece
 
 _HTML_TYPES = ("application/xhtml+xml", "text/html", "application/x-dtbook+xml")
 

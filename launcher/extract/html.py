@@ -10,9 +10,9 @@ import re
 from collections.abc import Iterator
 from html.parser import HTMLParser
 
+from launcher.core.records import FileRecord, Piece
 from launcher.extract.base import ExtractSettings, numbered, text_pieces
 from launcher.extract.text import decode, read_limited
-from launcher.records import FileRecord, Piece
 
 # Elements whose content is never shown as text.
 _HIDDEN = frozenset({"script", "style", "noscript", "template", "svg", "math", "canvas", "iframe", "object"})

@@ -18,8 +18,8 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from launcher.core.records import FileRecord, Piece
 from launcher.extract.base import ExtractError, ExtractSettings, numbered, text_pieces
-from launcher.records import FileRecord, Piece
 
 # `ls.1`, `open.2.gz`, `c_rehash.1ssl.gz`, `printf.3posix.gz`, `Algorithm::Diff.3pm.gz`, `tclsh.n`:
 # a section number (or n, l) and an optional suffix. The content decides (troff_like); this only

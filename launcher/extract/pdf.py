@@ -20,8 +20,8 @@ import pypdfium2 as pdfium
 import pypdfium2.raw as pdfium_c
 from PIL import Image
 
+from launcher.core.records import FileRecord, Locator, Piece
 from launcher.extract.base import ExtractError, ExtractSettings, context_of, numbered, text_pieces
-from launcher.records import FileRecord, Locator, Piece
 
 log = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ import logging
 import re
 from collections.abc import Iterator
 
+from launcher.core.records import FileRecord, Piece
 from launcher.extract.base import ExtractError, ExtractSettings, numbered, text_pieces
-from launcher.records import FileRecord, Piece
 
 log = logging.getLogger(__name__)
 

@@ -21,9 +21,9 @@ import av
 import av.error
 from PIL import Image
 
+from launcher.core.records import FileRecord, Locator, Piece
 from launcher.extract.base import ExtractError, ExtractSettings, context_of
 from launcher.extract.image import check_pixels
-from launcher.records import FileRecord, Locator, Piece
 
 log = logging.getLogger(__name__)
 

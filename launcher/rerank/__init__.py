@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from launcher import models
-from launcher.errors import ModelError, RerankerUnavailable
+from launcher.core.errors import ModelError, RerankerUnavailable
 from launcher.rerank.base import (
     DEFAULT_INSTRUCTION,
     MAX_LENGTH,

@@ -15,9 +15,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from launcher.core.errors import InputError
 from launcher.engine.base import ImageSource
 from launcher.engine.prompt import as_utf8
-from launcher.errors import InputError
 
 SYSTEM_PROMPT = (
     "Judge whether the Document meets the requirements based on the Query and the Instruct provided. "

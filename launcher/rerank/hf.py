@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from launcher.core.errors import ModelError, RerankerUnavailable
 from launcher.engine.imageprep import prepare_image
-from launcher.errors import ModelError, RerankerUnavailable
 from launcher.rerank.base import (
     IMAGE_TOKENS,
     MAX_LENGTH,

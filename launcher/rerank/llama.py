@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from launcher.core.errors import InputError, InputTooLong, LauncherError, ModelError
 from launcher.engine import gguf_meta, runtime
 from launcher.engine.imageprep import prepare_image
 from launcher.engine.runtime import (
@@ -38,7 +39,6 @@ from launcher.engine.runtime import (
     default_threads,
     file_fingerprint,
 )
-from launcher.errors import InputError, InputTooLong, LauncherError, ModelError
 from launcher.rerank.base import (
     KEPT_TAIL,
     MAX_LENGTH,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from launcher.errors import LauncherError
+from launcher.core.errors import LauncherError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -48,7 +48,7 @@ def run_dir() -> Path:
 
 def bundled_models_dir() -> Path:
     """The `models/` folder shipped with the source tree (the offline text model)."""
-    return Path(__file__).resolve().parent.parent / "models"
+    return Path(__file__).resolve().parents[2] / "models"
 
 
 def boolean(value: Any) -> bool:

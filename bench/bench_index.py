@@ -36,8 +36,8 @@ sys.path.insert(0, str(ROOT))
 from launcher.core.records import Matrix  # noqa: E402
 from launcher.engine import Embedder, EmbedInput, load_embedder  # noqa: E402
 from launcher.engine.llama import LlamaOptions  # noqa: E402
-from launcher.indexer import Indexer, IndexOptions  # noqa: E402
-from launcher.scan import scan  # noqa: E402
+from launcher.ingest.pipeline import Indexer, IndexOptions  # noqa: E402
+from launcher.ingest.scan import scan  # noqa: E402
 
 
 class TimedEmbedder(Embedder):

@@ -11,7 +11,7 @@ Rows:
 - baselines, embedded here with the same model: one vector per file (its text up to the model's
   input limit), BM25 over whole files, chunks of 200 words with 50 overlap (best chunk per file), and
   reciprocal-rank fusion of BM25 and chunked dense;
-- launcher, in-process (launcher.indexer + launcher.search, as `launcher search` runs without a
+- launcher, in-process (launcher.ingest.pipeline + launcher.search, as `launcher search` runs without a
   resident process) at each target piece size, and each fusion the search module offers;
 - launcher through its CLI (`launcher index DIR && launcher search "..." --json`), the way a user runs it.
 
@@ -43,11 +43,11 @@ import corpus as main_corpus  # noqa: E402
 
 from launcher import keywords, models, search  # noqa: E402
 from launcher.engine import QUERY_INSTRUCTION, EmbedInput, load_embedder  # noqa: E402
-from launcher.extract import ExtractError, man  # noqa: E402
-from launcher.extract.html import html_to_text, meta_charset  # noqa: E402
-from launcher.extract.text import decode, looks_like_text  # noqa: E402
-from launcher.indexer import Indexer, IndexOptions  # noqa: E402
-from launcher.scan import scan  # noqa: E402
+from launcher.ingest.extract import ExtractError, man  # noqa: E402
+from launcher.ingest.extract.html import html_to_text, meta_charset  # noqa: E402
+from launcher.ingest.extract.text import decode, looks_like_text  # noqa: E402
+from launcher.ingest.pipeline import Indexer, IndexOptions  # noqa: E402
+from launcher.ingest.scan import scan  # noqa: E402
 from launcher.store import Store  # noqa: E402
 
 QUESTIONS = HERE / "retrieval" / "questions.jsonl"

@@ -23,9 +23,9 @@ from pathlib import Path
 
 from watchdog.events import FileSystemEvent
 
-from launcher import scan as scan_stage
 from launcher.core.paths import inside
 from launcher.core.records import FileRecord
+from launcher.ingest import scan as scan_stage
 
 # Deletions and renames are taken once their events pause this long, and at most FAST_MAX_S
 # after the first one.

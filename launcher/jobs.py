@@ -20,8 +20,8 @@ from launcher import models
 from launcher.core import config
 from launcher.core.errors import LauncherError, StoreError
 from launcher.engine import load_embedder
-from launcher.extract import ExtractSettings
-from launcher.indexer import (
+from launcher.ingest.extract import ExtractSettings
+from launcher.ingest.pipeline import (
     Indexer,
     IndexOptions,
     IndexReport,
@@ -29,8 +29,8 @@ from launcher.indexer import (
     document_instruction,
     kept_chunk_tokens,
 )
+from launcher.ingest.roots import ScanFlags, ScanOptions, chosen_options
 from launcher.models import read_model_hint, write_model_hint
-from launcher.roots import ScanFlags, ScanOptions, chosen_options
 from launcher.store import Store
 
 

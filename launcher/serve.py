@@ -334,7 +334,7 @@ class LauncherService:
     def _start_watcher(self) -> None:
         if not self.options.watch:
             return
-        from launcher.roots import ScanFlags, chosen_options
+        from launcher.ingest.roots import ScanFlags, chosen_options
         from launcher.watch import Watcher  # the watcher is optional: imported only for --watch
 
         options = self.options.watch_options or self._watch_options()
@@ -351,7 +351,7 @@ class LauncherService:
         self.watcher.start()
 
     def _watch_options(self) -> Any:
-        from launcher.indexer import IndexOptions, document_instruction, kept_chunk_tokens
+        from launcher.ingest.pipeline import IndexOptions, document_instruction, kept_chunk_tokens
 
         storage = config.resolve("storage")
         dims = config.resolve("dims")
@@ -718,8 +718,8 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
 def _thumbnail(path: str, mtime_ns: int) -> bytes | None:
     from PIL import Image, ImageOps
 
-    from launcher.extract.base import ExtractSettings
-    from launcher.extract.image import HEIF_EXTENSIONS, check_pixels, load_image
+    from launcher.ingest.extract.base import ExtractSettings
+    from launcher.ingest.extract.image import HEIF_EXTENSIONS, check_pixels, load_image
 
     try:
         if path.lower().endswith(HEIF_EXTENSIONS):

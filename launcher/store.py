@@ -53,7 +53,7 @@ from launcher.core.errors import ModelMismatch, StoreError, StoreLocked
 from launcher.core.files import atomic_write_json, make_private
 from launcher.core.paths import folder_prefix, inside_any
 from launcher.core.records import KINDS, FileRecord, Locator, Matrix, Piece, Skip
-from launcher.roots import ScanOptions, stored_options
+from launcher.ingest.roots import ScanOptions, stored_options
 from launcher.segments import (
     COL_ERROR,
     COL_FAILED,

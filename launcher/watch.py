@@ -31,14 +31,14 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
-from launcher import scan as scan_stage
 from launcher.changes import ChangeQueue
 from launcher.core.errors import ModelMismatch, StoreError, StoreLocked
 from launcher.core.files import atomic_write_json
 from launcher.core.paths import inside
 from launcher.engine import Embedder
-from launcher.indexer import Indexer, IndexOptions, IndexReport, Progress
-from launcher.roots import ScanOptions
+from launcher.ingest import scan as scan_stage
+from launcher.ingest.pipeline import Indexer, IndexOptions, IndexReport, Progress
+from launcher.ingest.roots import ScanOptions
 from launcher.store import Store, take_gone
 
 log = logging.getLogger("launcher.watch")

@@ -17,9 +17,9 @@ from PIL import Image
 
 from launcher.core.records import FileRecord, Piece
 from launcher.engine import EmbedInput
-from launcher.extract import ExtractSettings, extract
-from launcher.indexer import Indexer, IndexOptions, embed_input_for, token_budget
-from launcher.scan import kind_of
+from launcher.ingest.extract import ExtractSettings, extract
+from launcher.ingest.pipeline import Indexer, IndexOptions, embed_input_for, token_budget
+from launcher.ingest.scan import kind_of
 from launcher.store import Store
 from tests.test_extract import located
 

@@ -20,10 +20,10 @@ from PIL import Image, ImageDraw
 
 from launcher.core.errors import LauncherError
 from launcher.core.records import FileRecord, Locator, Piece
-from launcher.extract import ExtractError, ExtractSettings, extract, iter_extract
-from launcher.extract.chunk import TokenBudget, approximate_budget, chunk_text
-from launcher.extract.video import sample_times
-from launcher.scan import kind_of
+from launcher.ingest.extract import ExtractError, ExtractSettings, extract, iter_extract
+from launcher.ingest.extract.chunk import TokenBudget, approximate_budget, chunk_text
+from launcher.ingest.extract.video import sample_times
+from launcher.ingest.scan import kind_of
 
 SENTENCE = "The quarterly invoice for the lighthouse keeper was paid on time."
 
@@ -614,7 +614,7 @@ def test_heic(tmp_path: Path) -> None:
 
 
 def test_heic_without_pillow_heif(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import launcher.extract.image as image_module
+    import launcher.ingest.extract.image as image_module
 
     monkeypatch.setattr(image_module, "_heif_ready", False)  # as if the import had failed
     path = tmp_path / "IMG_0001.heic"
@@ -904,7 +904,7 @@ def test_zip_bomb_cap(tmp_path: Path) -> None:
 def test_unexpected_errors_are_wrapped_but_interrupts_are_not(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import launcher.extract.text as text_module
+    import launcher.ingest.extract.text as text_module
 
     path = tmp_path / "a.txt"
     path.write_text("hello", encoding="utf-8")

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from launcher.core.records import FileRecord
-from launcher.extract import ExtractError, extract
-from launcher.extract.man import render, troff_like
+from launcher.ingest.extract import ExtractError, extract
+from launcher.ingest.extract.man import render, troff_like
 from tests.test_index_cli import cli, ok
 
 MAN1 = Path("/usr/share/man/man1")
@@ -97,7 +97,7 @@ def test_broken_archive_and_bomb_gzip(tmp_path: Path) -> None:
             f.write(z.compress(line))
         f.write(z.flush())
     assert os.path.getsize(tmp_path / "bomb.txt.gz") < 2 * 2**20
-    from launcher.extract import ExtractSettings
+    from launcher.ingest.extract import ExtractSettings
 
     pieces = extract(record(tmp_path / "bomb.txt.gz"), settings=ExtractSettings(max_text_bytes=2**20))
     last = max(p.locator.line_end or 0 for p in pieces)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from launcher.engine import load_embedder
-from launcher.indexer import Indexer, IndexOptions
+from launcher.ingest.pipeline import Indexer, IndexOptions
 from launcher.rerank import load_reranker
 from launcher.reranking import rerank_hits
 from launcher.searcher import Query, Searcher

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from launcher.core.records import KINDS, FileRecord, Skip
-from launcher.scan import kind_of, scan
+from launcher.ingest.scan import kind_of, scan
 
 
 def write(path: Path, content: str | bytes = "x") -> Path:

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import pytest
 
 from launcher.engine import QUERY_INSTRUCTION, Embedder, EmbedInput, load_embedder
-from launcher.indexer import Indexer, IndexOptions
+from launcher.ingest.pipeline import Indexer, IndexOptions
 from launcher.jobs import format_status, status_report
 from launcher.search import search
 from launcher.store import Store
@@ -106,7 +106,7 @@ def notes(folder: Path, topics: dict[str, str]) -> Path:
 
 def test_rescan_of_any_path_agrees_with_the_full_scan(tmp_path: Path) -> None:
     """The watcher reads what a full scan would: same ignore files, excludes, hidden and system rules."""
-    from launcher.scan import rescan, scan
+    from launcher.ingest.scan import rescan, scan
 
     root = tmp_path / "r"
     for d in ("a/b", ".hidden", "node_modules", "env", "c/d/e", "ignored/keep"):

@@ -16,7 +16,7 @@ from PIL import Image
 from launcher import when
 from launcher.core.errors import InputError
 from launcher.core.records import FileRecord
-from launcher.extract.image import taken_ns
+from launcher.ingest.extract.image import taken_ns
 from launcher.search import newest, search
 from launcher.segments import COL_TAKEN, date_of
 from launcher.store import Store

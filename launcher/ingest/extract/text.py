@@ -8,7 +8,7 @@ import re
 from collections.abc import Iterator
 
 from launcher.core.records import FileRecord, Piece
-from launcher.extract.base import ExtractError, ExtractSettings, numbered, text_pieces
+from launcher.ingest.extract.base import ExtractError, ExtractSettings, numbered, text_pieces
 
 log = logging.getLogger(__name__)
 

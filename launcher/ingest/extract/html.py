@@ -11,8 +11,8 @@ from collections.abc import Iterator
 from html.parser import HTMLParser
 
 from launcher.core.records import FileRecord, Piece
-from launcher.extract.base import ExtractSettings, numbered, text_pieces
-from launcher.extract.text import decode, read_limited
+from launcher.ingest.extract.base import ExtractSettings, numbered, text_pieces
+from launcher.ingest.extract.text import decode, read_limited
 
 # Elements whose content is never shown as text.
 _HIDDEN = frozenset({"script", "style", "noscript", "template", "svg", "math", "canvas", "iframe", "object"})

@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from launcher.core.paths import inside
-from launcher.scan import DEFAULT_MAX_FILE_BYTES, unique_paths
+from launcher.ingest.scan import DEFAULT_MAX_FILE_BYTES, unique_paths
 
 DEFAULT_MAX_IMAGE_PIXELS = 64_000_000  # ExtractSettings' default; --max-image-mp
 

@@ -22,8 +22,8 @@ import av.error
 from PIL import Image
 
 from launcher.core.records import FileRecord, Locator, Piece
-from launcher.extract.base import ExtractError, ExtractSettings, context_of
-from launcher.extract.image import check_pixels
+from launcher.ingest.extract.base import ExtractError, ExtractSettings, context_of
+from launcher.ingest.extract.image import check_pixels
 
 log = logging.getLogger(__name__)
 

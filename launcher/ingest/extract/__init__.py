@@ -17,7 +17,7 @@ from collections.abc import Callable, Generator, Iterator
 
 from launcher.core.errors import first_line
 from launcher.core.records import FileRecord, Piece
-from launcher.extract.base import ExtractError, ExtractSettings, context_of
+from launcher.ingest.extract.base import ExtractError, ExtractSettings, context_of
 
 __all__ = ["ExtractError", "ExtractSettings", "context_of", "extract", "iter_extract"]
 
@@ -58,9 +58,9 @@ def _reader_of_other(record: FileRecord) -> tuple[str, str] | None:
     """How to read a file of no known type: as a manual page (`ls.1`, `open.2.gz`), as gzipped text
     (`changelog.Debian.gz`), as text when its start looks like text (README, a script, LICENSE), or
     not at all (None: findable by name only)."""
-    from launcher.extract import man
-    from launcher.extract.text import looks_like_text
-    from launcher.scan import kind_of
+    from launcher.ingest.extract import man
+    from launcher.ingest.extract.text import looks_like_text
+    from launcher.ingest.scan import kind_of
 
     name = os.path.basename(record.path)
     gzipped = man.is_gzip_name(name)

@@ -12,7 +12,7 @@ from typing import cast
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from launcher.core.records import FileRecord, Locator, Piece
-from launcher.extract.base import ExtractError, ExtractSettings, context_of
+from launcher.ingest.extract.base import ExtractError, ExtractSettings, context_of
 
 HEIF_EXTENSIONS = (".heic", ".heif")
 _heif_lock = threading.Lock()

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from launcher.core.records import FileRecord, Piece
-from launcher.extract.base import ExtractError, ExtractSettings, numbered, text_pieces
+from launcher.ingest.extract.base import ExtractError, ExtractSettings, numbered, text_pieces
 
 # Archive members that get parsed; pictures and fonts are stored as they are and never expanded here.
 _PARSED_SUFFIXES = (".xml", ".rels", ".xhtml", ".html", ".htm", ".opf", ".ncx")

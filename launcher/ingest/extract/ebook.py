@@ -14,10 +14,10 @@ from urllib.parse import unquote
 from xml.etree import ElementTree
 
 from launcher.core.records import FileRecord, Piece
-from launcher.extract.base import ExtractError, ExtractSettings, numbered, text_pieces
-from launcher.extract.html import html_to_text, meta_charset
-from launcher.extract.office import check_archive
-from launcher.extract.text import decode
+from launcher.ingest.extract.base import ExtractError, ExtractSettings, numbered, text_pieces
+from launcher.ingest.extract.html import html_to_text, meta_charset
+from launcher.ingest.extract.office import check_archive
+from launcher.ingest.extract.text import decode
 
 _HTML_TYPES = ("application/xhtml+xml", "text/html", "application/x-dtbook+xml")
 

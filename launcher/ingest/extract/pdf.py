@@ -21,7 +21,7 @@ import pypdfium2.raw as pdfium_c
 from PIL import Image
 
 from launcher.core.records import FileRecord, Locator, Piece
-from launcher.extract.base import ExtractError, ExtractSettings, context_of, numbered, text_pieces
+from launcher.ingest.extract.base import ExtractError, ExtractSettings, context_of, numbered, text_pieces
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from launcher.core.records import FileRecord, Piece
-from launcher.extract.base import ExtractError, ExtractSettings, numbered, text_pieces
+from launcher.ingest.extract.base import ExtractError, ExtractSettings, numbered, text_pieces
 
 # `ls.1`, `open.2.gz`, `c_rehash.1ssl.gz`, `printf.3posix.gz`, `Algorithm::Diff.3pm.gz`, `tclsh.n`:
 # a section number (or n, l) and an optional suffix. The content decides (troff_like); this only
@@ -70,7 +70,7 @@ _MACRO_LINE = re.compile(r"^[.'](?:\\\"|[A-Za-z]{1,3}\b)")
 
 def extract_man(record: FileRecord, settings: ExtractSettings) -> Iterator[Piece]:
     """Text pieces of a manual page, with the NAME line as its title."""
-    from launcher.extract.text import decode
+    from launcher.ingest.extract.text import decode
 
     data = _cut(read_maybe_gzipped(record.path, settings.max_text_bytes), settings.max_text_bytes)
     page = render(decode(data))
@@ -80,7 +80,7 @@ def extract_man(record: FileRecord, settings: ExtractSettings) -> Iterator[Piece
 
 def extract_gzipped_text(record: FileRecord, settings: ExtractSettings) -> Iterator[Piece]:
     """Text pieces of a gzipped text file (a README.gz, a changelog.gz); nothing for other data."""
-    from launcher.extract.text import decode, markdown_title
+    from launcher.ingest.extract.text import decode, markdown_title
 
     data = _cut(read_maybe_gzipped(record.path, settings.max_text_bytes), settings.max_text_bytes)
     if b"\x00" in data[:SNIFF_BYTES] and not data.startswith((b"\xff\xfe", b"\xfe\xff")):

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from launcher.core.errors import LauncherError
 from launcher.core.records import FileRecord, Locator, Piece
-from launcher.extract.chunk import TokenBudget, approximate_budget, chunk_text, split_line
+from launcher.ingest.extract.chunk import TokenBudget, approximate_budget, chunk_text, split_line
 
 
 class ExtractError(LauncherError):

@@ -26,16 +26,16 @@ from typing import Any
 
 import numpy as np
 
-from launcher import diff as diff_stage
-from launcher import scan as scan_stage
 from launcher.core.errors import LauncherError, first_line
 from launcher.core.paths import folder_prefix, inside_any
 from launcher.core.records import FileRecord, Piece, Skip
 from launcher.engine import DOCUMENT_INSTRUCTION, Embedder, EmbedInput
-from launcher.extract import ExtractError, ExtractSettings, extract
-from launcher.extract.chunk import TokenBudget
-from launcher.extract.image import taken_ns
-from launcher.roots import ScanOptions, merge_roots, root_of
+from launcher.ingest import diff as diff_stage
+from launcher.ingest import scan as scan_stage
+from launcher.ingest.extract import ExtractError, ExtractSettings, extract
+from launcher.ingest.extract.chunk import TokenBudget
+from launcher.ingest.extract.image import taken_ns
+from launcher.ingest.roots import ScanOptions, merge_roots, root_of
 from launcher.store import FileInfo, PieceMeta, Store, Writer, take_gone
 
 log = logging.getLogger("launcher.indexer")

@@ -209,7 +209,7 @@ def run_forget(index_dir: Path, path: Path) -> int:
     if folder not in store.roots:
         roots = ", ".join(store.roots) or "none"
         raise LauncherError(f"{path} is not a root of the index at {index_dir} (roots: {roots})")
-    from launcher.watch import read_status
+    from launcher.watch.watcher import read_status
 
     watcher = read_status(index_dir)
     watched = [r.get("path") for r in (watcher or {}).get("roots", []) if isinstance(r, dict)]
@@ -252,7 +252,7 @@ def run_watch(
     storage default to the index's own, so that a watcher never rebuilds an index by accident."""
     import signal
 
-    from launcher.watch import PAUSE_FILE, Watcher, lower_process_priority
+    from launcher.watch.watcher import PAUSE_FILE, Watcher, lower_process_priority
 
     # Before the model loads and any thread starts: every thread inherits it.
     lower_process_priority()
@@ -380,7 +380,7 @@ def format_summary(r: IndexReport) -> str:
 
 def status_report(index_dir: Path) -> dict[str, Any]:
     """`launcher status`: what the index holds, and what a running watcher is doing."""
-    from launcher.watch import read_status
+    from launcher.watch.watcher import read_status
 
     watcher = read_status(index_dir)
     if not Store.exists(index_dir):

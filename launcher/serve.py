@@ -335,7 +335,7 @@ class LauncherService:
         if not self.options.watch:
             return
         from launcher.ingest.roots import ScanFlags, chosen_options
-        from launcher.watch import Watcher  # the watcher is optional: imported only for --watch
+        from launcher.watch.watcher import Watcher  # the watcher is optional: imported only for --watch
 
         options = self.options.watch_options or self._watch_options()
         remembered = Store.open(self.index_dir).root_options() if Store.exists(self.index_dir) else {}

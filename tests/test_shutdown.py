@@ -17,7 +17,7 @@ import pytest
 
 from launcher.core.errors import LauncherError
 from launcher.store import Store
-from launcher.watch import read_status
+from launcher.watch.watcher import read_status
 from tests.conftest import MINILM
 from tests.launched import launch
 from tests.test_index_cli import cli, ok

@@ -23,7 +23,7 @@ from launcher.ingest.pipeline import Indexer, IndexOptions
 from launcher.jobs import format_status, status_report
 from launcher.search import search
 from launcher.store import Store
-from launcher.watch import PAUSE_FILE, Watcher, read_status
+from launcher.watch.watcher import PAUSE_FILE, Watcher, read_status
 from tests.conftest import MINILM
 from tests.test_index_cli import ok
 

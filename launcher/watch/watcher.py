@@ -1,6 +1,6 @@
 """Watch mode: keep the index in step with its folders, in the background.
 
-A watchdog observer per root feeds the change queue (launcher/changes.py: filtering, settling,
+A watchdog observer per root feeds the change queue (launcher/watch/changes.py: filtering, settling,
 coalescing); one worker thread turns it into index updates:
 - deletions and renames are applied at once (a rename re-paths files and keeps their vectors);
 - created and modified paths are read once they settled, as ONE batch (a checkout of 10,000 files
@@ -31,7 +31,6 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
-from launcher.changes import ChangeQueue
 from launcher.core.errors import ModelMismatch, StoreError, StoreLocked
 from launcher.core.files import atomic_write_json
 from launcher.core.paths import inside
@@ -40,6 +39,7 @@ from launcher.ingest import scan as scan_stage
 from launcher.ingest.pipeline import Indexer, IndexOptions, IndexReport, Progress
 from launcher.ingest.roots import ScanOptions
 from launcher.store import Store, take_gone
+from launcher.watch.changes import ChangeQueue
 
 log = logging.getLogger("launcher.watch")
 

@@ -20,6 +20,7 @@ from launcher import models
 from launcher.core import config
 from launcher.core.errors import LauncherError, StoreError
 from launcher.engine import load_embedder
+from launcher.index.store import Store
 from launcher.ingest.extract import ExtractSettings
 from launcher.ingest.pipeline import (
     Indexer,
@@ -31,7 +32,6 @@ from launcher.ingest.pipeline import (
 )
 from launcher.ingest.roots import ScanFlags, ScanOptions, chosen_options
 from launcher.models import read_model_hint, write_model_hint
-from launcher.store import Store
 
 
 def _err(msg: str) -> None:

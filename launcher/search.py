@@ -7,7 +7,7 @@ Per query:
    are converted a cache-sized block at a time (NumPy's float16 arithmetic is ~9x slower) and
    multiplied by single-threaded BLAS GEMV, with our own threads across blocks (see BLOCK_VALUES);
    then the top rows by argpartition, grouped so each file counts once, with its best piece.
-   A large index is partitioned (launcher/partition.py): the query then scores only the rows of
+   A large index is partitioned (launcher/index/partition.py): the query then scores only the rows of
    the `probe` lists whose centroids are nearest (DEFAULT_PROBE; 0 = exact), still exactly; a
    filter that keeps a fraction f of the rows probes 1/f as many lists, and when the rows it keeps
    are few enough to read them all (partition.PARTITION_MIN_VALUES) they are all scored. Files that
@@ -48,10 +48,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from launcher import keywords, partition
 from launcher.core.paths import folder_prefix
 from launcher.core.records import KINDS, Hit, Locator, Vector
-from launcher.store import FileColumns, Store
+from launcher.index import keywords, partition
+from launcher.index.store import FileColumns, Store
 
 # The cut for the fused score. Qwen3-Embedding-0.6B's model card prints cosine 0.7646 and 0.6000
 # for matching query/document pairs and 0.1414 and 0.1355 for crossed, unrelated ones; the 4B and

@@ -18,8 +18,8 @@ from typing import Any
 from launcher.core.errors import InputError, LauncherError, ModelError, StoreError
 from launcher.core.records import Hit, Locator
 from launcher.engine import QUERY_INSTRUCTION, Embedder, EmbedInput, load_embedder
+from launcher.index.store import Store, queue_gone
 from launcher.models import ResolvedModel, resolve_index_model
-from launcher.store import Store, queue_gone
 from launcher.when import Parsed, narrowed, parse, unparsed
 
 log = logging.getLogger("launcher.searcher")
@@ -360,7 +360,7 @@ class Searcher:
 
 def present_hits(index_dir: Path, top: Callable[[int], list[Hit]], k: int, *, rounds: int = 4) -> list[Hit]:
     """The best k hits whose files are still on disk: `top(n)` gives the best n; a file found gone is
-    dropped and queued for removal (launcher.store.queue_gone), and more hits are asked for instead."""
+    dropped and queued for removal (launcher.index.store.queue_gone), and more hits are asked for instead."""
     gone: list[str] = []
     want = k
     hits: list[Hit] = []

@@ -49,11 +49,11 @@ from fastapi import Request
 from launcher import desktop
 from launcher.core import config
 from launcher.core.errors import InputError, LauncherError, NotIndexed, ServerError, StoreError
+from launcher.index.store import FileInfo, Store
 from launcher.models import write_model_hint
 from launcher.reranking import DEFAULT_RERANK_TOP, RerankedHits, ResidentReranker
 from launcher.runfile import Instance, RunInfo, new_token, same_secret
 from launcher.searcher import Query, Searcher, hit_to_json
-from launcher.store import FileInfo, Store
 
 log = logging.getLogger("launcher.serve")
 

@@ -17,10 +17,10 @@ from PIL import Image
 
 from launcher.core.records import FileRecord, Piece
 from launcher.engine import EmbedInput
+from launcher.index.store import Store
 from launcher.ingest.extract import ExtractSettings, extract
 from launcher.ingest.pipeline import Indexer, IndexOptions, embed_input_for, token_budget
 from launcher.ingest.scan import kind_of
-from launcher.store import Store
 from tests.test_extract import located
 
 GPL = Path("/usr/share/common-licenses/GPL-3")

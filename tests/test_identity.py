@@ -9,7 +9,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from launcher.store import Store
+from launcher.index.store import Store
 from tests.conftest import MINILM, TINY_F16, TINY_MMPROJ
 from tests.test_index_cli import cli, ok, search_json
 

@@ -18,7 +18,7 @@ import pptx
 import pytest
 from PIL import Image, ImageDraw
 
-from launcher.store import Store
+from launcher.index.store import Store
 from tests.conftest import MINILM, TINY_F16, TINY_MMPROJ
 from tests.test_extract import make_epub, make_pdf, make_video, png_claiming, scanned_page, video_codec
 

@@ -1,4 +1,4 @@
-"""The coarse partition of large indexes (launcher/partition.py) through the real Store and search.
+"""The coarse partition of large indexes (launcher/index/partition.py) through the real Store and search.
 
 The threshold is lowered so a few thousand rows count as "large". The vectors are SYNTHETIC:
 clusters around random unit centres, so which rows are nearest a query is known from arithmetic.
@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from launcher import partition
 from launcher import search as search_module
 from launcher.core.records import FileRecord, Piece
+from launcher.index import partition
+from launcher.index.store import Store
 from launcher.search import search
-from launcher.store import Store
 
 DIMS = 32
 ROWS_PER_FILE = 4

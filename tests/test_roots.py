@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from launcher.store import GONE, MANIFEST
+from launcher.index.store import GONE, MANIFEST
 from tests.conftest import MINILM
 from tests.test_index_cli import cli, index_json, ok, search_json
 

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from launcher.core.records import FileRecord, Locator, Piece
+from launcher.index.store import Store
 from launcher.search import DEFAULT_MIN_SCORE, search, snippet_of
-from launcher.store import Store
 
 DIMS = 32
 IDENTITY = {"model": "synthetic"}

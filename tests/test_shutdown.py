@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from launcher.core.errors import LauncherError
-from launcher.store import Store
+from launcher.index.store import Store
 from launcher.watch.watcher import read_status
 from tests.conftest import MINILM
 from tests.launched import launch

@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from launcher import store as store_mod
 from launcher.core.errors import ModelMismatch, StoreError, StoreLocked
 from launcher.core.records import FileRecord, Locator, Piece, Skip
-from launcher.store import PieceMeta, Store
+from launcher.index import store as store_mod
+from launcher.index.store import PieceMeta, Store
 
 IDENTITY = {
     "model": "synthetic",
@@ -375,7 +375,7 @@ CHILD = textwrap.dedent(
     from launcher.core.records import FileRecord
     from launcher.core.records import Locator
     from launcher.core.records import Piece
-    from launcher.store import Store
+    from launcher.index.store import Store
 
     index, run = sys.argv[1], int(sys.argv[2])
     ident = {"model": "synthetic"}

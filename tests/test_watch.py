@@ -19,10 +19,10 @@ from typing import Any, TypeVar
 import pytest
 
 from launcher.engine import QUERY_INSTRUCTION, Embedder, EmbedInput, load_embedder
+from launcher.index.store import Store
 from launcher.ingest.pipeline import Indexer, IndexOptions
 from launcher.jobs import format_status, status_report
 from launcher.search import search
-from launcher.store import Store
 from launcher.watch.watcher import PAUSE_FILE, Watcher, read_status
 from tests.conftest import MINILM
 from tests.test_index_cli import ok

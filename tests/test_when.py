@@ -16,10 +16,10 @@ from PIL import Image
 from launcher import when
 from launcher.core.errors import InputError
 from launcher.core.records import FileRecord
+from launcher.index.segments import COL_TAKEN, date_of
+from launcher.index.store import Store
 from launcher.ingest.extract.image import taken_ns
 from launcher.search import newest, search
-from launcher.segments import COL_TAKEN, date_of
-from launcher.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 NOW = "2026-12-02T12:00:00"  # a Wednesday

@@ -12,9 +12,9 @@ On disk, in one directory:
     v-<gen>-<tag>.*          a vector segment: .vec.npy (n, dims) float32/float16/int8,
                              .ids.npy piece ids (sorted), .files.npy, .scale.npy (int8 only),
                              .<c-name>.lists.npy (its rows' partition lists, large indexes)
-    c-<gen>-<tag>.npy        partition centroids of a large index (launcher/partition.py)
+    c-<gen>-<tag>.npy        partition centroids of a large index (launcher/index/partition.py)
 
-The formats themselves are in launcher/segments.py. A commit writes new segment files (each
+The formats themselves are in launcher/index/segments.py. A commit writes new segment files (each
 fsynced), then writes the new manifest to a temporary file, fsyncs it, `os.replace`s it over
 MANIFEST.json and fsyncs the directory (launcher/core/files.py's atomic_write_json). Files are never changed after they are written, so a reader holding a
 manifest can always open what it names (it retries if a compaction deleted them in between),
@@ -48,13 +48,12 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from launcher import keywords, partition
 from launcher.core.errors import ModelMismatch, StoreError, StoreLocked
 from launcher.core.files import atomic_write_json, make_private
 from launcher.core.paths import folder_prefix, inside_any
 from launcher.core.records import KINDS, FileRecord, Locator, Matrix, Piece, Skip
-from launcher.ingest.roots import ScanOptions, stored_options
-from launcher.segments import (
+from launcher.index import keywords, partition
+from launcher.index.segments import (
     COL_ERROR,
     COL_FAILED,
     COL_FIRST,
@@ -79,6 +78,7 @@ from launcher.segments import (
     save_bytes,
     save_npy,
 )
+from launcher.ingest.roots import ScanOptions, stored_options
 
 SCHEMA = 1  # bump when the layout or the tokenizer (keywords.py) changes
 MANIFEST = "MANIFEST.json"
@@ -1326,7 +1326,7 @@ class Writer:
         nbytes += VectorSegment.write_index(self.root, name, ids, files, scales)
         return {"name": name, "rows": len(ids), "bytes": nbytes}
 
-    # partition (launcher/partition.py)
+    # partition (launcher/index/partition.py)
 
     def _partition(self, gen: int, m: dict[str, Any], segs: dict[str, VectorSegment]) -> None:
         """Train, keep or drop the partition for the segments in m["vectors"], and write the list

@@ -1,6 +1,6 @@
 """The index's on-disk formats: the file table, piece segments, vector segments, durable writes.
 
-Only launcher.store uses this module; see its docstring for the directory layout and the commit
+Only launcher.index.store uses this module; see its docstring for the directory layout and the commit
 protocol. Everything here is written once (`open(..., "xb")`, fsync) and never modified.
 """
 
@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from launcher import keywords
 from launcher.core.errors import StoreError
 from launcher.core.records import Matrix
+from launcher.index import keywords
 
 I64 = npt.NDArray[np.int64]
 F32 = npt.NDArray[np.float32]

@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     root.mkdir(parents=True, exist_ok=True)
     os.environ["LAUNCHER_HOME"] = str(root / "home")  # before the launcher reads its settings
 
-    from launcher import models
+    from launcher.models import catalogue as models
     from launcher.jobs import run_index
 
     docs = make_sample(root)

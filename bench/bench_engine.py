@@ -52,10 +52,10 @@ sys.path.insert(0, str(ROOT))
 import llama_cpp as lc  # noqa: E402  (bench code may use llama_cpp directly; launcher/ may not)
 from llama_cpp import mtmd_cpp as mt  # noqa: E402
 
-from launcher.engine import EmbedInput, load_embedder  # noqa: E402
-from launcher.engine.imageprep import FACTOR, PreparedImage, prepare_image  # noqa: E402
-from launcher.engine.llama import LlamaEmbedder  # noqa: E402
-from launcher.engine.runtime import LlamaOptions, mtmd_tokenize_prompt, system_info  # noqa: E402
+from launcher.models.embed import EmbedInput, load_embedder  # noqa: E402
+from launcher.models.embed.llama import LlamaEmbedder  # noqa: E402
+from launcher.models.imageprep import FACTOR, PreparedImage, prepare_image  # noqa: E402
+from launcher.models.runtime import LlamaOptions, mtmd_tokenize_prompt, system_info  # noqa: E402
 
 MODELS = ROOT / "bench" / "models"
 RESULTS = ROOT / "bench" / "results"

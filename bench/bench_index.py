@@ -34,10 +34,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from launcher.core.records import Matrix  # noqa: E402
-from launcher.engine import Embedder, EmbedInput, load_embedder  # noqa: E402
-from launcher.engine.llama import LlamaOptions  # noqa: E402
 from launcher.ingest.pipeline import Indexer, IndexOptions  # noqa: E402
 from launcher.ingest.scan import scan  # noqa: E402
+from launcher.models.embed import Embedder, EmbedInput, load_embedder  # noqa: E402
+from launcher.models.embed.llama import LlamaOptions  # noqa: E402
 
 
 class TimedEmbedder(Embedder):

@@ -33,9 +33,9 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from launcher.engine.runtime import LlamaOptions, default_threads, system_info  # noqa: E402
-from launcher.rerank import RerankInput, RerankPair, load_reranker  # noqa: E402
-from launcher.rerank.llama import LlamaReranker  # noqa: E402
+from launcher.models.rerank import RerankInput, RerankPair, load_reranker  # noqa: E402
+from launcher.models.rerank.llama import LlamaReranker  # noqa: E402
+from launcher.models.runtime import LlamaOptions, default_threads, system_info  # noqa: E402
 
 MODELS = {
     "tiny": (

@@ -41,8 +41,7 @@ sys.path.insert(0, str(HERE / "retrieval"))
 
 import corpus as main_corpus  # noqa: E402
 
-from launcher import models, search  # noqa: E402
-from launcher.engine import QUERY_INSTRUCTION, EmbedInput, load_embedder  # noqa: E402
+from launcher import search  # noqa: E402
 from launcher.index import keywords  # noqa: E402
 from launcher.index.store import Store  # noqa: E402
 from launcher.ingest.extract import ExtractError, man  # noqa: E402
@@ -50,6 +49,8 @@ from launcher.ingest.extract.html import html_to_text, meta_charset  # noqa: E40
 from launcher.ingest.extract.text import decode, looks_like_text  # noqa: E402
 from launcher.ingest.pipeline import Indexer, IndexOptions  # noqa: E402
 from launcher.ingest.scan import scan  # noqa: E402
+from launcher.models import catalogue as models  # noqa: E402
+from launcher.models.embed import QUERY_INSTRUCTION, EmbedInput, load_embedder  # noqa: E402
 
 QUESTIONS = HERE / "retrieval" / "questions.jsonl"
 WORK = HERE / "results" / "retrieval"

@@ -129,8 +129,8 @@ CtxOpt = Annotated[
 
 
 def _engine_options(threads: int | None, gpu_layers: int | None, ctx: int | None):  # type: ignore[no-untyped-def]
-    from launcher.engine.imageprep import FACTOR
-    from launcher.engine.llama import LlamaOptions
+    from launcher.models.embed.llama import LlamaOptions
+    from launcher.models.imageprep import FACTOR
 
     n_gpu_layers = config.resolve("gpu_layers", gpu_layers)
     image_tokens = config.resolve("image_max_tokens")
@@ -172,8 +172,8 @@ def embed(
     as_json: Annotated[bool, typer.Option("--json", help='Print {"embedding": [...]} as JSON.')] = False,
 ) -> None:
     """Embed ONE input made of all the given texts and images (images first, as the reference orders them)."""
-    from launcher.engine import EmbedInput, load_embedder
-    from launcher.models import resolve_model
+    from launcher.models.catalogue import resolve_model
+    from launcher.models.embed import EmbedInput, load_embedder
 
     resolved = resolve_model(
         config.resolve("model", model),
@@ -490,7 +490,7 @@ def _rerank(
     index_dir: Path, q: Query, hits: list[Hit], reranker: str | None, top_n: int, threads: int | None
 ) -> list[Hit]:
     """The top hits reordered by the reranker; each keeps its retrieval score beside the rerank score."""
-    from launcher.rerank import load_reranker
+    from launcher.models.rerank import load_reranker
     from launcher.reranking import rerank_hits
     from launcher.searcher import open_store
 
@@ -501,7 +501,7 @@ def _rerank(
 
 def _reranker_file(choice: str | None) -> Path | None:
     """The reranker model file these settings name, None when there is none (`_rerank` says why)."""
-    from launcher.rerank import resolve_reranker
+    from launcher.models.rerank import resolve_reranker
 
     try:
         return resolve_reranker(choice)[0].resolve()
@@ -522,7 +522,7 @@ def _through_server(
     With a reranker file, the process reranks them too when it uses that same reranker (loaded once
     there); otherwise they come back as retrieved and this command reranks them itself."""
     from launcher.client import search_through_server
-    from launcher.models import resolve_model
+    from launcher.models.catalogue import resolve_model
 
     model_file = None
     if model:
@@ -691,7 +691,7 @@ def models_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print the catalogue as JSON.")] = False,
 ) -> None:
     """Known models, where their files come from, and whether they are installed and verified."""
-    from launcher import models
+    from launcher.models import catalogue as models
 
     rows = models.catalogue_rows()
     if as_json:
@@ -718,7 +718,7 @@ def models_pull(
 ) -> None:
     """Download a model and its mmproj from Hugging Face (resumable), check their sha256 and GGUF
     headers, and install them; files copied in by hand are checked the same way."""
-    from launcher import models
+    from launcher.models import catalogue as models
 
     path, mm = models.pull(name)
     typer.echo(f"{name}: verified and installed: {path}" + (f" + {mm.name}" if mm else ""))

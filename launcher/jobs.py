@@ -16,10 +16,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from launcher import models
 from launcher.core import config
 from launcher.core.errors import LauncherError, StoreError
-from launcher.engine import load_embedder
 from launcher.index.store import Store
 from launcher.ingest.extract import ExtractSettings
 from launcher.ingest.pipeline import (
@@ -31,7 +29,9 @@ from launcher.ingest.pipeline import (
     kept_chunk_tokens,
 )
 from launcher.ingest.roots import ScanFlags, ScanOptions, chosen_options
-from launcher.models import read_model_hint, write_model_hint
+from launcher.models import catalogue as models
+from launcher.models.catalogue import read_model_hint, write_model_hint
+from launcher.models.embed import load_embedder
 
 
 def _err(msg: str) -> None:
@@ -476,7 +476,7 @@ def _clock(iso: str | None) -> str:
 
 def doctor_report() -> dict[str, Any]:
     """`launcher doctor`: versions, CPU features, GPU offload, models found."""
-    from launcher.engine import runtime
+    from launcher.models import runtime
 
     info = runtime.system_info()
     features = [part.split("=")[0].strip() for part in info.split("|") if part.strip().endswith("= 1")]

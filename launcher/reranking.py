@@ -22,7 +22,7 @@ from launcher.core import config
 from launcher.core.errors import LauncherError, ModelError
 from launcher.core.records import Hit
 from launcher.index.store import Store
-from launcher.rerank import Reranker, RerankInput, load_reranker, resolve_reranker
+from launcher.models.rerank import Reranker, RerankInput, load_reranker, resolve_reranker
 from launcher.when import Parsed
 
 log = logging.getLogger("launcher.reranking")

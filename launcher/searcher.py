@@ -17,9 +17,9 @@ from typing import Any
 
 from launcher.core.errors import InputError, LauncherError, ModelError, StoreError
 from launcher.core.records import Hit, Locator
-from launcher.engine import QUERY_INSTRUCTION, Embedder, EmbedInput, load_embedder
 from launcher.index.store import Store, queue_gone
-from launcher.models import ResolvedModel, resolve_index_model
+from launcher.models.catalogue import ResolvedModel, resolve_index_model
+from launcher.models.embed import QUERY_INSTRUCTION, Embedder, EmbedInput, load_embedder
 from launcher.when import Parsed, narrowed, parse, unparsed
 
 log = logging.getLogger("launcher.searcher")
@@ -175,8 +175,8 @@ class Searcher:
 
     def floor(self, asked: float | None) -> float:
         """The score floor: the query's, else the user's setting, else the index's model's
-        (launcher.models.min_score_for)."""
-        from launcher.models import min_score_for
+        (launcher.models.catalogue.min_score_for)."""
+        from launcher.models.catalogue import min_score_for
 
         if asked is not None:
             return asked

@@ -50,7 +50,7 @@ from launcher import desktop
 from launcher.core import config
 from launcher.core.errors import InputError, LauncherError, NotIndexed, ServerError, StoreError
 from launcher.index.store import FileInfo, Store
-from launcher.models import write_model_hint
+from launcher.models.catalogue import write_model_hint
 from launcher.reranking import DEFAULT_RERANK_TOP, RerankedHits, ResidentReranker
 from launcher.runfile import Instance, RunInfo, new_token, same_secret
 from launcher.searcher import Query, Searcher, hit_to_json
@@ -285,8 +285,8 @@ class LauncherService:
             raise
 
     def _load(self) -> None:
-        from launcher.engine import load_embedder
-        from launcher.models import resolve_model
+        from launcher.models.catalogue import resolve_model
+        from launcher.models.embed import load_embedder
 
         o = self.options
         if Store.exists(self.index_dir):
@@ -309,7 +309,7 @@ class LauncherService:
         write_model_hint(self.index_dir, resolved)
 
     def _hint_model(self) -> str:
-        from launcher.models import read_model_hint
+        from launcher.models.catalogue import read_model_hint
 
         return str((read_model_hint(self.index_dir) or {}).get("model") or "")
 

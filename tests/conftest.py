@@ -35,7 +35,7 @@ def reference() -> list[dict[str, Any]]:
 
 
 def _options(**kw: Any) -> Any:
-    from launcher.engine.llama import LlamaOptions
+    from launcher.models.embed.llama import LlamaOptions
 
     return LlamaOptions(n_threads=min(2, os.cpu_count() or 1), **kw)
 
@@ -43,7 +43,7 @@ def _options(**kw: Any) -> Any:
 @pytest.fixture(scope="session")
 def tiny_vl() -> Iterator[Any]:
     """The tiny Qwen3-VL f16 model with its mmproj."""
-    from launcher.engine import load_embedder
+    from launcher.models.embed import load_embedder
 
     with load_embedder(TINY_F16, TINY_MMPROJ, _options()) as e:
         yield e
@@ -52,7 +52,7 @@ def tiny_vl() -> Iterator[Any]:
 @pytest.fixture(scope="session")
 def tiny_q8() -> Iterator[Any]:
     """The Q8_0 quantized tiny model with its mmproj (the AMX crash case)."""
-    from launcher.engine import load_embedder
+    from launcher.models.embed import load_embedder
 
     with load_embedder(TINY_Q8, TINY_MMPROJ, _options()) as e:
         yield e
@@ -61,7 +61,7 @@ def tiny_q8() -> Iterator[Any]:
 @pytest.fixture(scope="session")
 def minilm() -> Iterator[Any]:
     """The bundled all-MiniLM-L6-v2 text model: real semantics, offline."""
-    from launcher.engine import load_embedder
+    from launcher.models.embed import load_embedder
 
     with load_embedder(MINILM, None, _options()) as e:
         yield e

@@ -16,11 +16,11 @@ import pytest
 from PIL import Image
 
 from launcher.core.records import FileRecord, Piece
-from launcher.engine import EmbedInput
 from launcher.index.store import Store
 from launcher.ingest.extract import ExtractSettings, extract
 from launcher.ingest.pipeline import Indexer, IndexOptions, embed_input_for, token_budget
 from launcher.ingest.scan import kind_of
+from launcher.models.embed import EmbedInput
 from tests.test_extract import located
 
 GPL = Path("/usr/share/common-licenses/GPL-3")
@@ -139,8 +139,8 @@ def test_chat_markers_in_text_are_parsed_like_the_reference_tokenizer(tiny_vl: A
 @pytest.fixture(scope="module")
 def small_ctx_vl() -> Any:
     """The tiny Qwen3-VL with a 256-token context: a 512x512 picture (256 visual tokens) no longer fits."""
-    from launcher.engine import load_embedder
-    from launcher.engine.llama import LlamaOptions
+    from launcher.models.embed import load_embedder
+    from launcher.models.embed.llama import LlamaOptions
     from tests.conftest import TINY_F16, TINY_MMPROJ
 
     with load_embedder(TINY_F16, TINY_MMPROJ, LlamaOptions(n_ctx=256, n_batch=256, n_threads=2)) as e:

@@ -13,9 +13,9 @@ import pytest
 from PIL import Image
 
 from launcher.core.errors import InputError, InputTooLong, ModelError
-from launcher.engine import EmbedInput, load_embedder, truncate_dims
-from launcher.engine.imageprep import prepare_image, smart_resize
-from launcher.engine.prompt import build_prompt, normalize_instruction
+from launcher.models.embed import EmbedInput, load_embedder, truncate_dims
+from launcher.models.embed.prompt import build_prompt, normalize_instruction
+from launcher.models.imageprep import prepare_image, smart_resize
 from tests.conftest import MINILM, ROOT, TINY, TINY_F16, TINY_MMPROJ, _options
 
 

@@ -447,7 +447,7 @@ def _search(launched: Launched, **body: Any) -> dict[str, Any]:
 def _direct_rerank_scores(index_dir: Path, hits: list[dict[str, Any]], top_n: int) -> dict[str, float]:
     """The tiny reranker run here, in the test process, on what the process showed it."""
     from launcher.cli import _engine_options
-    from launcher.rerank import load_reranker
+    from launcher.models.rerank import load_reranker
     from launcher.reranking import candidate_for
     from launcher.searcher import hit_from_json, open_store
 

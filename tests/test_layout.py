@@ -7,7 +7,7 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "launcher"
-RUNTIME = "launcher.engine.runtime"
+RUNTIME = "launcher.models.runtime"
 
 
 def _modules() -> dict[str, Path]:
@@ -44,7 +44,7 @@ def _imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
                 anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join([*anchor, base] if base else anchor)
             for a in node.names:
-                # `from launcher.models import gguf_meta` imports the module gguf_meta.
+                # `from launcher.models.catalogue import gguf_meta` imports the module gguf_meta.
                 found.add(f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base)
     return {m for m in found if m in modules and m != name}
 

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import typer
 
-from launcher import models
 from launcher.cli import app
+from launcher.models import catalogue as models
 from tests.conftest import MINILM, ROOT, TINY_F16, TINY_MMPROJ
 
 

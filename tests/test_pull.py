@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from launcher import download, models
 from launcher.core.errors import ModelError
+from launcher.models import catalogue as models
+from launcher.models import download
 from tests.fakehub import FakeHub, gguf_bytes
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"

@@ -22,9 +22,9 @@ import pytest
 from PIL import Image
 
 from launcher.core.errors import InputError, ModelError, RerankerUnavailable
-from launcher.engine.llama import LlamaOptions
-from launcher.rerank import RerankInput, RerankPair, build_prompt, load_reranker
-from launcher.rerank.base import DEFAULT_INSTRUCTION, truncate_ids
+from launcher.models.embed.llama import LlamaOptions
+from launcher.models.rerank import RerankInput, RerankPair, build_prompt, load_reranker
+from launcher.models.rerank.base import DEFAULT_INSTRUCTION, truncate_ids
 from tests.conftest import FIXTURES, ROOT, TINY, TINY_F16
 
 RERANK = FIXTURES / "tiny-reranker"
@@ -259,7 +259,7 @@ def test_images_without_mmproj_are_a_clear_error(tmp_path: Path) -> None:
 
 
 def _cuda() -> bool:
-    from launcher.rerank.hf import cuda_available
+    from launcher.models.rerank.hf import cuda_available
 
     return cuda_available()
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from launcher.engine import load_embedder
 from launcher.ingest.pipeline import Indexer, IndexOptions
-from launcher.rerank import load_reranker
+from launcher.models.embed import load_embedder
+from launcher.models.rerank import load_reranker
 from launcher.reranking import rerank_hits
 from launcher.searcher import Query, Searcher
 from tests.conftest import FIXTURES, MINILM, _options

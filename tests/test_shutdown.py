@@ -94,9 +94,9 @@ def assert_index_whole(home: Path, n: int) -> None:
 def test_close_waits_for_the_call_under_way() -> None:
     """close() from another thread while embeddings run: it waits for the decode, then every later
     call is one clear error, never a call into freed memory."""
-    from launcher.engine import load_embedder
-    from launcher.engine.base import EmbedInput
-    from launcher.engine.llama import LlamaOptions
+    from launcher.models.embed import load_embedder
+    from launcher.models.embed.base import EmbedInput
+    from launcher.models.embed.llama import LlamaOptions
 
     embedder = load_embedder(MINILM, None, LlamaOptions(n_threads=2))
     batch = [" ".join(random.Random(i).choice(WORDS) for _ in range(100)) for i in range(16)]

@@ -412,7 +412,7 @@ def test_rerank_switch_shows_both_scores_in_the_rerankers_order(
     rerank_window: Window, rerank_server: tuple[Launched, Path]
 ) -> None:
     from launcher.cli import _engine_options
-    from launcher.rerank import load_reranker
+    from launcher.models.rerank import load_reranker
     from launcher.reranking import rerank_hits
     from launcher.searcher import hit_from_json, open_store
     from launcher.ui import TOP_K

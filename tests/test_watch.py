@@ -18,10 +18,10 @@ from typing import Any, TypeVar
 
 import pytest
 
-from launcher.engine import QUERY_INSTRUCTION, Embedder, EmbedInput, load_embedder
 from launcher.index.store import Store
 from launcher.ingest.pipeline import Indexer, IndexOptions
 from launcher.jobs import format_status, status_report
+from launcher.models.embed import QUERY_INSTRUCTION, Embedder, EmbedInput, load_embedder
 from launcher.search import search
 from launcher.watch.watcher import PAUSE_FILE, Watcher, read_status
 from tests.conftest import MINILM
@@ -34,7 +34,7 @@ T = TypeVar("T")
 @pytest.fixture(scope="module")
 def model() -> Iterator[Embedder]:
     """MiniLM on one thread: on a busy 2-core machine, two OpenMP threads mostly wait for each other."""
-    from launcher.engine.llama import LlamaOptions
+    from launcher.models.embed.llama import LlamaOptions
 
     with load_embedder(MINILM, None, LlamaOptions(n_threads=1)) as e:
         yield e

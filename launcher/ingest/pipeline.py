@@ -29,7 +29,6 @@ import numpy as np
 from launcher.core.errors import LauncherError, first_line
 from launcher.core.paths import folder_prefix, inside_any
 from launcher.core.records import FileRecord, Piece, Skip
-from launcher.engine import DOCUMENT_INSTRUCTION, Embedder, EmbedInput
 from launcher.index.store import FileInfo, PieceMeta, Store, Writer, take_gone
 from launcher.ingest import diff as diff_stage
 from launcher.ingest import scan as scan_stage
@@ -37,6 +36,7 @@ from launcher.ingest.extract import ExtractError, ExtractSettings, extract
 from launcher.ingest.extract.chunk import TokenBudget
 from launcher.ingest.extract.image import taken_ns
 from launcher.ingest.roots import ScanOptions, merge_roots, root_of
+from launcher.models.embed import DOCUMENT_INSTRUCTION, Embedder, EmbedInput
 
 log = logging.getLogger("launcher.indexer")
 

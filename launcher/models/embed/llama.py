@@ -2,7 +2,7 @@
 
 Text goes through the low-level llama API (our own prompt, tokenized with special tokens parsed,
 several sequences per decode); images go through mtmd with pixels we resized ourselves. The
-native side (model, context, batch, mtmd) is `launcher.engine.runtime`, shared with the reranker.
+native side (model, context, batch, mtmd) is `launcher.models.runtime`, shared with the reranker.
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ import numpy as np
 
 from launcher.core.errors import InputError, InputTooLong, LauncherError, ModelError
 from launcher.core.records import Matrix
-from launcher.engine import gguf_meta
-from launcher.engine.base import Embedder, EmbedInput, l2_normalize
-from launcher.engine.imageprep import prepare_image
-from launcher.engine.prompt import IMAGE_TOKENS, as_utf8, build_prompt
-from launcher.engine.runtime import (
+from launcher.models import gguf_meta
+from launcher.models.embed.base import Embedder, EmbedInput, l2_normalize
+from launcher.models.embed.prompt import IMAGE_TOKENS, as_utf8, build_prompt
+from launcher.models.imageprep import prepare_image
+from launcher.models.runtime import (
     CHAT_ARCHITECTURES,
     IMAGE_SLOT,
     LlamaOptions,

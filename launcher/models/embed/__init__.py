@@ -1,6 +1,6 @@
 """Stage 4, embed: inputs (texts, images, both) become unit vectors.
 
-The embedder is `launcher.engine.llama`, over the one llama.cpp runtime (`launcher.engine.runtime`,
+The embedder is `launcher.models.embed.llama`, over the one llama.cpp runtime (`launcher.models.runtime`,
 shared with the GGUF reranker); the rest of the package sees only the `Embedder` interface and
 `load_embedder`.
 """
@@ -10,11 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from launcher.engine.base import Embedder, EmbedInput, l2_normalize, truncate_dims
-from launcher.engine.prompt import DEFAULT_INSTRUCTION, DOCUMENT_INSTRUCTION, QUERY_INSTRUCTION
+from launcher.models.embed.base import Embedder, EmbedInput, l2_normalize, truncate_dims
+from launcher.models.embed.prompt import DEFAULT_INSTRUCTION, DOCUMENT_INSTRUCTION, QUERY_INSTRUCTION
 
 if TYPE_CHECKING:
-    from launcher.engine.runtime import LlamaOptions
+    from launcher.models.runtime import LlamaOptions
 
 __all__ = [
     "DEFAULT_INSTRUCTION",
@@ -32,6 +32,6 @@ def load_embedder(
     model: str | Path, mmproj: str | Path | None = None, options: LlamaOptions | None = None
 ) -> Embedder:
     """Load a GGUF embedding model (plus its mmproj for images) through llama.cpp."""
-    from launcher.engine.llama import LlamaEmbedder
+    from launcher.models.embed.llama import LlamaEmbedder
 
     return LlamaEmbedder(model, mmproj, options)

@@ -4,8 +4,8 @@ Installed with `pip install 'launcher[rerank-gpu]'` and chosen by the product on
 (bf16, several pairs per forward, left padding as the official code pads). It also runs on the CPU in
 float32 when asked explicitly, which is how the tests check it against the reference.
 
-Prompt, image preprocessing and truncation are the shared ones (`launcher.rerank.base`,
-`launcher.engine.imageprep`); the tokenizer and the PIL/NumPy image processor come from the model
+Prompt, image preprocessing and truncation are the shared ones (`launcher.models.rerank.base`,
+`launcher.models.imageprep`); the tokenizer and the PIL/NumPy image processor come from the model
 folder, so torchvision is not needed (transformers 5.23+, the `rerank-gpu` extra).
 """
 
@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from launcher.core.errors import ModelError, RerankerUnavailable
-from launcher.engine.imageprep import prepare_image
-from launcher.rerank.base import (
+from launcher.models.imageprep import prepare_image
+from launcher.models.rerank.base import (
     IMAGE_TOKENS,
     MAX_LENGTH,
     NO,

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from launcher.core.errors import InputError
-from launcher.engine.base import ImageSource
-from launcher.engine.prompt import as_utf8
+from launcher.models.embed.base import ImageSource
+from launcher.models.embed.prompt import as_utf8
 
 SYSTEM_PROMPT = (
     "Judge whether the Document meets the requirements based on the Query and the Instruct provided. "

@@ -1,8 +1,8 @@
 """Stage 7, rerank (optional): Qwen3-VL-Reranker scores (query, candidate) pairs to reorder top hits.
 
-Two backends behind `Reranker`: a GGUF model through llama.cpp (`launcher.rerank.llama`, CPU or GPU
+Two backends behind `Reranker`: a GGUF model through llama.cpp (`launcher.models.rerank.llama`, CPU or GPU
 offload, the default) and the full model through transformers on a CUDA GPU
-(`launcher.rerank.hf`, the `rerank-gpu` extra). Neither is imported until `load_reranker` needs it.
+(`launcher.models.rerank.hf`, the `rerank-gpu` extra). Neither is imported until `load_reranker` needs it.
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from launcher import models
 from launcher.core.errors import ModelError, RerankerUnavailable
-from launcher.rerank.base import (
+from launcher.models import catalogue as models
+from launcher.models.rerank.base import (
     DEFAULT_INSTRUCTION,
     MAX_LENGTH,
     Reranker,
@@ -22,7 +22,7 @@ from launcher.rerank.base import (
 )
 
 if TYPE_CHECKING:
-    from launcher.engine.runtime import LlamaOptions
+    from launcher.models.runtime import LlamaOptions
 
 __all__ = [
     "DEFAULT_INSTRUCTION",
@@ -94,7 +94,7 @@ def load_reranker(
         raise ModelError(f"unknown reranker backend {backend!r}: use one of {', '.join(BACKENDS)}")
     path, mm = resolve_reranker(model, mmproj)
     if path.is_dir():
-        from launcher.rerank.hf import NO_GPU, cuda_available, is_hf_folder
+        from launcher.models.rerank.hf import NO_GPU, cuda_available, is_hf_folder
 
         if not is_hf_folder(path):
             raise ModelError(
@@ -106,11 +106,11 @@ def load_reranker(
             )
         if backend == "auto" and device is None and not cuda_available():
             raise RerankerUnavailable(NO_GPU)
-        from launcher.rerank.hf import TransformersReranker
+        from launcher.models.rerank.hf import TransformersReranker
 
         return TransformersReranker(path, device=device, max_length=max_length)
     if backend == "transformers":
         raise ModelError(f"the transformers reranker needs a Hugging Face model folder, not {path.name}")
-    from launcher.rerank.llama import LlamaReranker
+    from launcher.models.rerank.llama import LlamaReranker
 
     return LlamaReranker(path, mm, options, max_length=max_length)

@@ -11,8 +11,8 @@ holding the lm_head rows of "yes" and "no". Two ways to run it, same score:
   Embedding mode runs the 151,936-wide output layer on every token, which the score never uses.
 
 Text goes through the low-level API (our prompt, NFC, special tokens parsed, several pairs per
-decode); images through mtmd with pixels resized by `launcher.engine.imageprep`. The native side
-(model, context, batch, mtmd) is `launcher.engine.runtime`, shared with the embedder.
+decode); images through mtmd with pixels resized by `launcher.models.imageprep`. The native side
+(model, context, batch, mtmd) is `launcher.models.runtime`, shared with the embedder.
 """
 
 from __future__ import annotations
@@ -28,18 +28,9 @@ from typing import Any
 import numpy as np
 
 from launcher.core.errors import InputError, InputTooLong, LauncherError, ModelError
-from launcher.engine import gguf_meta, runtime
-from launcher.engine.imageprep import prepare_image
-from launcher.engine.runtime import (
-    CHAT_ARCHITECTURES,
-    IMAGE_SLOT,
-    POOLING_TYPE_RANK,
-    LlamaOptions,
-    LlamaRuntime,
-    default_threads,
-    file_fingerprint,
-)
-from launcher.rerank.base import (
+from launcher.models import gguf_meta, runtime
+from launcher.models.imageprep import prepare_image
+from launcher.models.rerank.base import (
     KEPT_TAIL,
     MAX_LENGTH,
     NO,
@@ -50,6 +41,15 @@ from launcher.rerank.base import (
     build_prompt,
     truncate_ids,
     truncation_mask,
+)
+from launcher.models.runtime import (
+    CHAT_ARCHITECTURES,
+    IMAGE_SLOT,
+    POOLING_TYPE_RANK,
+    LlamaOptions,
+    LlamaRuntime,
+    default_threads,
+    file_fingerprint,
 )
 
 log = logging.getLogger("launcher.rerank")

@@ -1,6 +1,6 @@
 """The llama.cpp runtime: the only module in launcher that imports llama_cpp.
 
-The embedder (`launcher.engine.llama`) and the GGUF reranker (`launcher.rerank.llama`) each own one
+The embedder (`launcher.models.embed.llama`) and the GGUF reranker (`launcher.models.rerank.llama`) each own one
 `LlamaRuntime`: a model, its context, its batch and, for images, an mtmd context, freed in reverse
 order by `close()`. Text goes through the low-level llama API (several sequences per decode);
 images through mtmd with pixels we resized ourselves. llama.cpp's C logging is routed to the
@@ -25,7 +25,7 @@ import numpy as np
 from llama_cpp import mtmd_cpp as mt
 
 from launcher.core.errors import LauncherError, ModelError
-from launcher.engine.imageprep import FACTOR, MAX_PIXELS, MIN_PIXELS, PreparedImage
+from launcher.models.imageprep import FACTOR, MAX_PIXELS, MIN_PIXELS, PreparedImage
 
 log = logging.getLogger("launcher.llama")
 

@@ -15,12 +15,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from launcher import download
 from launcher.core import config
 from launcher.core.errors import LauncherError, ModelError
 from launcher.core.files import atomic_write_json
-from launcher.download import HubFile
-from launcher.engine import gguf_meta
+from launcher.models import download, gguf_meta
+from launcher.models.download import HubFile
 
 log = logging.getLogger("launcher.models")
 
@@ -157,7 +156,7 @@ CATALOG: tuple[CatalogEntry, ...] = (
         QWEN3_VL_MIN_SCORE,
     ),
     # Qwen publishes the rerankers as safetensors (Qwen/Qwen3-VL-Reranker-2B, -8B). This conversion
-    # has the layout launcher.rerank.llama reads: pooling type rank and the yes/no head
+    # has the layout launcher.models.rerank.llama reads: pooling type rank and the yes/no head
     # `cls.output.weight`. No revision or sum is on record: both come from the hub at pull time. The
     # 8B has no entry (the public 8B GGUFs lack the head): give its Hugging Face folder (CUDA GPU) or
     # a GGUF you converted with llama.cpp's convert_hf_to_gguf.py.

@@ -1,0 +1,1 @@
+"""The models: catalogue and downloads, the one llama.cpp runtime, embedder and rerankers."""

@@ -254,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
         as_json=False,
     )
     if args.no_ui:
-        from launcher.searcher import Query, Searcher
+        from launcher.query.session import Query
+        from launcher.query.session import Searcher
 
         searcher = Searcher(index_dir)
         try:

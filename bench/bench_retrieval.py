@@ -11,7 +11,7 @@ Rows:
 - baselines, embedded here with the same model: one vector per file (its text up to the model's
   input limit), BM25 over whole files, chunks of 200 words with 50 overlap (best chunk per file), and
   reciprocal-rank fusion of BM25 and chunked dense;
-- launcher, in-process (launcher.ingest.pipeline + launcher.search, as `launcher search` runs without a
+- launcher, in-process (launcher.ingest.pipeline + launcher.query.retrieve, as `launcher search` runs without a
   resident process) at each target piece size, and each fusion the search module offers;
 - launcher through its CLI (`launcher index DIR && launcher search "..." --json`), the way a user runs it.
 
@@ -41,7 +41,6 @@ sys.path.insert(0, str(HERE / "retrieval"))
 
 import corpus as main_corpus  # noqa: E402
 
-from launcher import search  # noqa: E402
 from launcher.index import keywords  # noqa: E402
 from launcher.index.store import Store  # noqa: E402
 from launcher.ingest.extract import ExtractError, man  # noqa: E402
@@ -51,6 +50,7 @@ from launcher.ingest.pipeline import Indexer, IndexOptions  # noqa: E402
 from launcher.ingest.scan import scan  # noqa: E402
 from launcher.models import catalogue as models  # noqa: E402
 from launcher.models.embed import QUERY_INSTRUCTION, EmbedInput, load_embedder  # noqa: E402
+from launcher.query import retrieve as search  # noqa: E402
 
 QUESTIONS = HERE / "retrieval" / "questions.jsonl"
 WORK = HERE / "results" / "retrieval"

@@ -49,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from launcher.core.records import FileRecord, Piece  # noqa: E402
 from launcher.index.store import Store  # noqa: E402
-from launcher.search import DEFAULT_PROBE, THREADS, search, warm  # noqa: E402
+from launcher.query.retrieve import DEFAULT_PROBE, THREADS, search, warm  # noqa: E402
 
 PIECES_PER_FILE = 10
 WORDS = [f"w{i}" for i in range(5000)]  # a Zipf-ish vocabulary of made-up words

@@ -15,8 +15,8 @@ from launcher.core.errors import LauncherError
 
 if TYPE_CHECKING:  # imported lazily at run time, so that `launcher --help` starts fast
     from launcher.core.records import Hit
-    from launcher.reranking import RerankedHits
-    from launcher.searcher import Query
+    from launcher.query.rerank import RerankedHits
+    from launcher.query.session import Query
 
 app = typer.Typer(
     name="launcher",
@@ -411,8 +411,8 @@ def search(
     from dataclasses import replace
 
     from launcher.core.records import KINDS
-    from launcher.searcher import Query, Searcher, hit_to_json
-    from launcher.when import parse, unparsed
+    from launcher.query.dates import parse, unparsed
+    from launcher.query.session import Query, Searcher, hit_to_json
 
     for k in kind or []:
         if k not in KINDS:
@@ -491,8 +491,8 @@ def _rerank(
 ) -> list[Hit]:
     """The top hits reordered by the reranker; each keeps its retrieval score beside the rerank score."""
     from launcher.models.rerank import load_reranker
-    from launcher.reranking import rerank_hits
-    from launcher.searcher import open_store
+    from launcher.query.rerank import rerank_hits
+    from launcher.query.session import open_store
 
     store = open_store(index_dir)
     with load_reranker(reranker, options=_engine_options(threads, None, None)) as rr:

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from launcher.core.errors import LauncherError, NotRunning, ServerError
-from launcher.reranking import RerankedHits
+from launcher.query.dates import parsed_from_json
+from launcher.query.rerank import RerankedHits
+from launcher.query.session import Query, hit_from_json
 from launcher.runfile import RunInfo, read_running
-from launcher.searcher import Query, hit_from_json
-from launcher.when import parsed_from_json
 
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 

@@ -51,9 +51,9 @@ from launcher.core import config
 from launcher.core.errors import InputError, LauncherError, NotIndexed, ServerError, StoreError
 from launcher.index.store import FileInfo, Store
 from launcher.models.catalogue import write_model_hint
-from launcher.reranking import DEFAULT_RERANK_TOP, RerankedHits, ResidentReranker
+from launcher.query.rerank import DEFAULT_RERANK_TOP, RerankedHits, ResidentReranker
+from launcher.query.session import Query, Searcher, hit_to_json
 from launcher.runfile import Instance, RunInfo, new_token, same_secret
-from launcher.searcher import Query, Searcher, hit_to_json
 
 log = logging.getLogger("launcher.serve")
 

@@ -26,10 +26,10 @@ import gradio as gr
 from launcher.core.errors import InputError, LauncherError
 from launcher.core.records import Hit
 from launcher.desktop import WINDOW_TITLE, display_path
-from launcher.reranking import RerankedHits
-from launcher.searcher import Query
-from launcher.when import Parsed
-from launcher.when import now as clock
+from launcher.query.dates import Parsed
+from launcher.query.dates import now as clock
+from launcher.query.rerank import RerankedHits
+from launcher.query.session import Query
 
 
 class _Switches(Protocol):

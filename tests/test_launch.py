@@ -448,8 +448,8 @@ def _direct_rerank_scores(index_dir: Path, hits: list[dict[str, Any]], top_n: in
     """The tiny reranker run here, in the test process, on what the process showed it."""
     from launcher.cli import _engine_options
     from launcher.models.rerank import load_reranker
-    from launcher.reranking import candidate_for
-    from launcher.searcher import hit_from_json, open_store
+    from launcher.query.rerank import candidate_for
+    from launcher.query.session import hit_from_json, open_store
 
     store = open_store(index_dir)
     head = [hit_from_json(h) for h in hits[:top_n]]

@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from launcher import search as search_module
 from launcher.core.records import FileRecord, Piece
 from launcher.index import partition
 from launcher.index.store import Store
-from launcher.search import search
+from launcher.query import retrieve as search_module
+from launcher.query.retrieve import search
 
 DIMS = 32
 ROWS_PER_FILE = 4

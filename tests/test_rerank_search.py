@@ -10,8 +10,8 @@ import pytest
 from launcher.ingest.pipeline import Indexer, IndexOptions
 from launcher.models.embed import load_embedder
 from launcher.models.rerank import load_reranker
-from launcher.reranking import rerank_hits
-from launcher.searcher import Query, Searcher
+from launcher.query.rerank import rerank_hits
+from launcher.query.session import Query, Searcher
 from tests.conftest import FIXTURES, MINILM, _options
 
 RERANKER = FIXTURES / "tiny-reranker" / "tiny-qwen3vl-reranker-f16.gguf"

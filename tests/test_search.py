@@ -15,7 +15,7 @@ import pytest
 
 from launcher.core.records import FileRecord, Locator, Piece
 from launcher.index.store import Store
-from launcher.search import DEFAULT_MIN_SCORE, search, snippet_of
+from launcher.query.retrieve import DEFAULT_MIN_SCORE, search, snippet_of
 
 DIMS = 32
 IDENTITY = {"model": "synthetic"}
@@ -310,7 +310,7 @@ def test_snippet_is_a_window_around_the_match() -> None:
 
 
 def test_top_rows_is_exact_on_large_inputs() -> None:
-    from launcher.search import _top_rows
+    from launcher.query.retrieve import _top_rows
 
     rng = np.random.default_rng(0)
     scores = rng.standard_normal(200_000).astype(np.float32)
@@ -326,8 +326,8 @@ def test_one_warming_thread_and_a_newer_snapshot_goes_first(tmp_path: Path) -> N
     the one being warmed (a watcher commits every few seconds), and close() joins the thread."""
     import threading
 
-    from launcher.search import warm
-    from launcher.searcher import Searcher
+    from launcher.query.retrieve import warm
+    from launcher.query.session import Searcher
 
     store, docs = build(tmp_path)
     assert warm(store, cancelled=lambda: True) is False  # stops at the first look

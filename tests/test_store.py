@@ -133,7 +133,7 @@ def test_dims_and_dtypes(tmp_path: Path, dtype: str, tol: float) -> None:
 
 
 def test_int8_scores_match_float32(tmp_path: Path) -> None:
-    from launcher.search import cosine_scores
+    from launcher.query.retrieve import cosine_scores
 
     dims = 1024
     vec = unit(300, dims, seed=2)
@@ -470,7 +470,7 @@ def _crc(text: str) -> int:
 
 
 def test_readers_keep_working_while_a_writer_commits(tmp_path: Path) -> None:
-    from launcher.search import search
+    from launcher.query.retrieve import search
 
     index = tmp_path / "i"
     script = tmp_path / "child.py"

@@ -413,8 +413,8 @@ def test_rerank_switch_shows_both_scores_in_the_rerankers_order(
 ) -> None:
     from launcher.cli import _engine_options
     from launcher.models.rerank import load_reranker
-    from launcher.reranking import rerank_hits
-    from launcher.searcher import hit_from_json, open_store
+    from launcher.query.rerank import rerank_hits
+    from launcher.query.session import hit_from_json, open_store
     from launcher.ui import TOP_K
 
     launched, _ = rerank_server
@@ -601,7 +601,7 @@ def test_pasting_an_image_searches_with_it(image_window: Window, image_server: t
 def test_cli_image_search_goes_through_the_process(image_server: tuple[Launched, Path]) -> None:
     """`launcher search --image` sends the picture to the running process: same output as in-process."""
     from launcher.cli import _engine_options
-    from launcher.searcher import Query, Searcher, hit_to_json
+    from launcher.query.session import Query, Searcher, hit_to_json
 
     launched, docs = image_server
     small = docs / "photos" / "beach sunset (small copy).jpg"

@@ -22,7 +22,7 @@ from launcher.index.store import Store
 from launcher.ingest.pipeline import Indexer, IndexOptions
 from launcher.jobs import format_status, status_report
 from launcher.models.embed import QUERY_INSTRUCTION, Embedder, EmbedInput, load_embedder
-from launcher.search import search
+from launcher.query.retrieve import search
 from launcher.watch.watcher import PAUSE_FILE, Watcher, read_status
 from tests.conftest import MINILM
 from tests.test_index_cli import ok

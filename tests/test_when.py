@@ -1,4 +1,4 @@
-"""Time expressions read from a query (launcher.when) on a fixed clock, and the pictures' taken
+"""Time expressions read from a query (launcher.query.dates) on a fixed clock, and the pictures' taken
 time (EXIF) that the date filters use, read from real JPEGs written by Pillow."""
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from launcher import when
 from launcher.core.errors import InputError
 from launcher.core.records import FileRecord
 from launcher.index.segments import COL_TAKEN, date_of
 from launcher.index.store import Store
 from launcher.ingest.extract.image import taken_ns
-from launcher.search import newest, search
+from launcher.query import dates as when
+from launcher.query.retrieve import newest, search
 
 ROOT = Path(__file__).resolve().parent.parent
 NOW = "2026-12-02T12:00:00"  # a Wednesday

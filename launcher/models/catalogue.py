@@ -372,7 +372,7 @@ def min_score_for(model_file: str, architecture: str, dims: int | None) -> float
         return BUNDLED_MIN_SCORE
     if architecture == QWEN3_VL_ARCH and dims in {e.dims for e in CATALOG if e.role == "embedding"}:
         return QWEN3_VL_MIN_SCORE
-    from launcher.search import DEFAULT_MIN_SCORE
+    from launcher.query.retrieve import DEFAULT_MIN_SCORE
 
     return DEFAULT_MIN_SCORE
 

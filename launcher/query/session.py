@@ -20,7 +20,7 @@ from launcher.core.records import Hit, Locator
 from launcher.index.store import Store, queue_gone
 from launcher.models.catalogue import ResolvedModel, resolve_index_model
 from launcher.models.embed import QUERY_INSTRUCTION, Embedder, EmbedInput, load_embedder
-from launcher.when import Parsed, narrowed, parse, unparsed
+from launcher.query.dates import Parsed, narrowed, parse, unparsed
 
 log = logging.getLogger("launcher.searcher")
 
@@ -49,7 +49,7 @@ class Query:
 
 @dataclass
 class Answer:
-    """The hits for a query, and what was read from its text (launcher.when)."""
+    """The hits for a query, and what was read from its text (launcher.query.dates)."""
 
     hits: list[Hit]
     parsed: Parsed
@@ -111,7 +111,7 @@ class Warmer:
         return self._closed or self._wanted is not None
 
     def _run(self) -> None:
-        from launcher.search import warm
+        from launcher.query.retrieve import warm
 
         while True:
             with self._cond:
@@ -240,7 +240,7 @@ class Searcher:
         A time expression becomes a filter (strict) or a preference (weak: files in its range are
         lifted by DATE_WEIGHT, the others still shown); a query that is only a time lists that
         range's files, newest first."""
-        from launcher.search import exact_name_files, newest
+        from launcher.query.retrieve import exact_name_files, newest
 
         parsed = self.parse(query)
         if query.like is not None:
@@ -310,7 +310,7 @@ class Searcher:
 
     def _ranked(self, store: Store, vector: Any, text: str, query: Query, k: int) -> list[Hit]:
         """search() on one snapshot with the query's filters, the score floor and the probe."""
-        from launcher.search import search
+        from launcher.query.retrieve import search
 
         return search(
             store,

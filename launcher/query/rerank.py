@@ -23,7 +23,7 @@ from launcher.core.errors import LauncherError, ModelError
 from launcher.core.records import Hit
 from launcher.index.store import Store
 from launcher.models.rerank import Reranker, RerankInput, load_reranker, resolve_reranker
-from launcher.when import Parsed
+from launcher.query.dates import Parsed
 
 log = logging.getLogger("launcher.reranking")
 
@@ -89,7 +89,7 @@ class RerankedHits:
     hits: list[Hit]
     reranked: bool = False
     rerank_error: str | None = None
-    parsed: Parsed | None = None  # how the query's text was read (launcher.when); None: not said
+    parsed: Parsed | None = None  # how the query's text was read (launcher.query.dates); None: not said
 
 
 def _file_key(path: Path, mmproj: Path | None) -> tuple[Any, ...]:

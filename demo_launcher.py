@@ -271,7 +271,8 @@ def main(argv: list[str] | None = None) -> int:
             searcher.close()
         return 0
 
-    from launcher.serve import LaunchOptions, run_launch
+    from launcher.app.service import LaunchOptions
+    from launcher.app.service import run_launch
 
     run_launch(LaunchOptions(index_dir=index_dir, port=args.port, hotkey=None))
     return 0

@@ -521,7 +521,7 @@ def _through_server(
 
     With a reranker file, the process reranks them too when it uses that same reranker (loaded once
     there); otherwise they come back as retrieved and this command reranks them itself."""
-    from launcher.client import search_through_server
+    from launcher.app.client import search_through_server
     from launcher.models.catalogue import resolve_model
 
     model_file = None
@@ -589,9 +589,9 @@ def launch(
     reranker: RerankerOpt = None,
 ) -> None:
     """Start the resident process (one per user): model loaded once, search window, global hotkey, watcher."""
-    from launcher.hotkey import OFF, parse_combo
+    from launcher.app.hotkey import OFF, parse_combo
+    from launcher.app.service import LaunchOptions, run_launch
     from launcher.jobs import scan_flags
-    from launcher.serve import LaunchOptions, run_launch
 
     combo = config.resolve("hotkey", hotkey)
     combo = None if str(combo).strip().lower() in OFF else str(combo)
@@ -629,7 +629,7 @@ def toggle(
     as_json: Annotated[bool, typer.Option("--json", help="Print the process's answer as JSON.")] = False,
 ) -> None:
     """Show the search window of the running `launcher launch` (bind this to a key on Wayland)."""
-    from launcher.client import Unreachable, require_running
+    from launcher.app.client import Unreachable, require_running
 
     client = require_running()
     try:

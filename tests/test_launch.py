@@ -16,8 +16,8 @@ from urllib.parse import unquote, urlparse
 
 import pytest
 
+from launcher.app.hotkey import HotkeyListener, parse_combo
 from launcher.core.errors import InputError
-from launcher.hotkey import HotkeyListener, parse_combo
 from tests.conftest import FIXTURES, MINILM
 from tests.launched import Launched, launch, login_target, recorded, xvfb
 from tests.test_index_cli import cli, ok

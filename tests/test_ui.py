@@ -411,11 +411,11 @@ def rerank_window(browser: Any, rerank_server: tuple[Launched, Path]) -> Iterato
 def test_rerank_switch_shows_both_scores_in_the_rerankers_order(
     rerank_window: Window, rerank_server: tuple[Launched, Path]
 ) -> None:
+    from launcher.app.window import TOP_K
     from launcher.cli import _engine_options
     from launcher.models.rerank import load_reranker
     from launcher.query.rerank import rerank_hits
     from launcher.query.session import hit_from_json, open_store
-    from launcher.ui import TOP_K
 
     launched, _ = rerank_server
     window, page = rerank_window, rerank_window.page
@@ -451,7 +451,7 @@ def test_rerank_switch_shows_both_scores_in_the_rerankers_order(
 
 def test_a_newer_search_makes_an_older_rerank_stale() -> None:
     """The window's tickets: only the newest search of a window is reranked and shown, and only once."""
-    from launcher.ui import Tickets
+    from launcher.app.window import Tickets
 
     tickets = Tickets()
     first = tickets.issue("w1")

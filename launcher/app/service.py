@@ -46,14 +46,14 @@ from typing import Any
 
 from fastapi import Request
 
-from launcher import desktop
+from launcher.app import desktop
+from launcher.app.runfile import Instance, RunInfo, new_token, same_secret
 from launcher.core import config
 from launcher.core.errors import InputError, LauncherError, NotIndexed, ServerError, StoreError
 from launcher.index.store import FileInfo, Store
 from launcher.models.catalogue import write_model_hint
 from launcher.query.rerank import DEFAULT_RERANK_TOP, RerankedHits, ResidentReranker
 from launcher.query.session import Query, Searcher, hit_to_json
-from launcher.runfile import Instance, RunInfo, new_token, same_secret
 
 log = logging.getLogger("launcher.serve")
 
@@ -381,7 +381,7 @@ class LauncherService:
     def _start_hotkey(self) -> None:
         if not self.options.hotkey:
             return
-        from launcher.hotkey import HotkeyListener
+        from launcher.app.hotkey import HotkeyListener
 
         try:
             listener = HotkeyListener(self.options.hotkey, self._on_hotkey)
@@ -1014,7 +1014,7 @@ def build_app(service: LauncherService) -> Any:
     from fastapi import FastAPI
     from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-    from launcher import ui
+    from launcher.app import window as ui
 
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
 
@@ -1146,7 +1146,7 @@ async def _json(request: Any) -> dict[str, Any]:
 def run_launch(options: LaunchOptions) -> None:
     """`launcher launch`: start, say where, open the window, serve until stopped."""
     if options.hotkey:
-        from launcher.hotkey import parse_combo
+        from launcher.app.hotkey import parse_combo
 
         parse_combo(options.hotkey)  # a bad combo fails before anything is loaded
     if options.host not in LOOPBACK:

@@ -23,9 +23,9 @@ from typing import Any, Protocol
 
 import gradio as gr
 
+from launcher.app.desktop import WINDOW_TITLE, display_path
 from launcher.core.errors import InputError, LauncherError
 from launcher.core.records import Hit
-from launcher.desktop import WINDOW_TITLE, display_path
 from launcher.query.dates import Parsed
 from launcher.query.dates import now as clock
 from launcher.query.rerank import RerankedHits
@@ -37,7 +37,7 @@ class _Switches(Protocol):
 
 
 class WindowService(Protocol):
-    """What the window asks of the resident process (launcher.serve.LauncherService provides it).
+    """What the window asks of the resident process (launcher.app.service.LauncherService provides it).
 
     Declared here, on the window's side, so that the window never imports the process that
     mounts it."""
@@ -534,7 +534,7 @@ class Tickets:
 
 def _static(name: str) -> str:
     """A file of the page's own script or style, shipped in launcher/static/."""
-    return resources.files("launcher").joinpath("static", name).read_text(encoding="utf-8")
+    return resources.files("launcher.app").joinpath("static", name).read_text(encoding="utf-8")
 
 
 # The results list's click handler: "more like this", its undo, the time chip's removal.

@@ -13,11 +13,11 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from launcher.app.runfile import RunInfo, read_running
 from launcher.core.errors import LauncherError, NotRunning, ServerError
 from launcher.query.dates import parsed_from_json
 from launcher.query.rerank import RerankedHits
 from launcher.query.session import Query, hit_from_json
-from launcher.runfile import RunInfo, read_running
 
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 

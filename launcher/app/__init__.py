@@ -1,0 +1,1 @@
+"""Stage 9, the resident process: service, HTTP API, window, run file, client, desktop, hotkey."""

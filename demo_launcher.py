@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["LAUNCHER_HOME"] = str(root / "home")  # before the launcher reads its settings
 
     from launcher.models import catalogue as models
-    from launcher.jobs import run_index
+    from launcher.cli.jobs import run_index
 
     docs = make_sample(root)
     resolved = models.resolve_model(args.model, None)

@@ -446,7 +446,7 @@ def _search(launched: Launched, **body: Any) -> dict[str, Any]:
 
 def _direct_rerank_scores(index_dir: Path, hits: list[dict[str, Any]], top_n: int) -> dict[str, float]:
     """The tiny reranker run here, in the test process, on what the process showed it."""
-    from launcher.cli import _engine_options
+    from launcher.cli.commands import _engine_options
     from launcher.models.rerank import load_reranker
     from launcher.query.rerank import candidate_for
     from launcher.query.session import hit_from_json, open_store

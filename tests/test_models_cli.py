@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import typer
 
-from launcher.cli import app
+from launcher.cli.commands import app
 from launcher.models import catalogue as models
 from tests.conftest import MINILM, ROOT, TINY_F16, TINY_MMPROJ
 

@@ -205,7 +205,7 @@ def test_watch_keeps_the_options_the_index_was_built_with(tmp_path: Path) -> Non
 def test_launch_accepts_the_scan_flags_of_watch() -> None:
     import typer
 
-    from launcher.cli import app
+    from launcher.cli.commands import app
 
     commands = {c.name: c for c in typer.main.get_command(app).commands.values()}  # type: ignore[attr-defined]
 

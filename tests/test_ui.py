@@ -412,7 +412,7 @@ def test_rerank_switch_shows_both_scores_in_the_rerankers_order(
     rerank_window: Window, rerank_server: tuple[Launched, Path]
 ) -> None:
     from launcher.app.window import TOP_K
-    from launcher.cli import _engine_options
+    from launcher.cli.commands import _engine_options
     from launcher.models.rerank import load_reranker
     from launcher.query.rerank import rerank_hits
     from launcher.query.session import hit_from_json, open_store
@@ -600,7 +600,7 @@ def test_pasting_an_image_searches_with_it(image_window: Window, image_server: t
 
 def test_cli_image_search_goes_through_the_process(image_server: tuple[Launched, Path]) -> None:
     """`launcher search --image` sends the picture to the running process: same output as in-process."""
-    from launcher.cli import _engine_options
+    from launcher.cli.commands import _engine_options
     from launcher.query.session import Query, Searcher, hit_to_json
 
     launched, docs = image_server

@@ -18,9 +18,9 @@ from typing import Any, TypeVar
 
 import pytest
 
+from launcher.cli.jobs import format_status, status_report
 from launcher.index.store import Store
 from launcher.ingest.pipeline import Indexer, IndexOptions
-from launcher.jobs import format_status, status_report
 from launcher.models.embed import QUERY_INSTRUCTION, Embedder, EmbedInput, load_embedder
 from launcher.query.retrieve import search
 from launcher.watch.watcher import PAUSE_FILE, Watcher, read_status

@@ -259,7 +259,7 @@ def index(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Add folders to the index and refresh them, or refresh every root: scan, read, then embed."""
-    from launcher.jobs import run_index
+    from launcher.cli.jobs import run_index
 
     run_index(
         list(paths or []),
@@ -322,7 +322,7 @@ def watch(
     ctx: CtxOpt = None,
 ) -> None:
     """Keep the index fresh as files change, at low priority, until stopped (Ctrl+C or SIGTERM)."""
-    from launcher.jobs import run_watch
+    from launcher.cli.jobs import run_watch
 
     run_watch(
         list(paths or []),
@@ -349,7 +349,7 @@ def forget(
     index_dir: IndexDirOpt = None,
 ) -> None:
     """Remove a root, and every file under it, from the index."""
-    from launcher.jobs import run_forget
+    from launcher.cli.jobs import run_forget
 
     count = run_forget(_index_dir(index_dir), path)
     typer.echo(f"forgot {path}: {count} file{'' if count == 1 else 's'} removed from the index")
@@ -591,7 +591,7 @@ def launch(
     """Start the resident process (one per user): model loaded once, search window, global hotkey, watcher."""
     from launcher.app.hotkey import OFF, parse_combo
     from launcher.app.service import LaunchOptions, run_launch
-    from launcher.jobs import scan_flags
+    from launcher.cli.jobs import scan_flags
 
     combo = config.resolve("hotkey", hotkey)
     combo = None if str(combo).strip().lower() in OFF else str(combo)
@@ -655,13 +655,13 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
 ) -> None:
     """What is indexed: roots, counts by kind, model, size on disk, last update, failures."""
-    from launcher.jobs import status_report
+    from launcher.cli.jobs import status_report
 
     report = status_report(_index_dir(index_dir))
     if as_json:
         typer.echo(json.dumps(report, indent=2, ensure_ascii=True))
         return
-    from launcher.jobs import format_status
+    from launcher.cli.jobs import format_status
 
     typer.echo(format_status(report))
 
@@ -671,7 +671,7 @@ def doctor(
     as_json: Annotated[bool, typer.Option("--json", help="Print the checks as JSON.")] = False,
 ) -> None:
     """What is installed, what the CPU can do, whether GPU offload works, which models are found."""
-    from launcher.jobs import doctor_report
+    from launcher.cli.jobs import doctor_report
 
     report = doctor_report()
     if as_json:

@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from launcher.index.store import GONE, MANIFEST
+from launcher.index.gone import GONE
+from launcher.index.manifest import MANIFEST
 from tests.conftest import MINILM
 from tests.test_index_cli import cli, index_json, ok, search_json
 

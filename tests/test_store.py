@@ -21,8 +21,10 @@ import pytest
 
 from launcher.core.errors import ModelMismatch, StoreError, StoreLocked
 from launcher.core.records import FileRecord, Locator, Piece, Skip
-from launcher.index import store as store_mod
-from launcher.index.store import PieceMeta, Store
+from launcher.index import compaction, gone
+from launcher.index import manifest as manifest_mod
+from launcher.index.info import PieceMeta
+from launcher.index.store import Store
 
 IDENTITY = {
     "model": "synthetic",
@@ -49,7 +51,7 @@ def pieces(*texts: str) -> list[Piece]:
 
 
 def own_files(index: Path) -> set[str]:
-    return {p.name for p in index.iterdir() if store_mod._OWN_FILE.match(p.name)}
+    return {p.name for p in index.iterdir() if manifest_mod._OWN_FILE.match(p.name)}
 
 
 def named_files(index: Path) -> set[str]:
@@ -96,17 +98,17 @@ def test_round_trip_and_reopen(tmp_path: Path) -> None:
 
 def test_ids_stay_stable_across_commits_and_merges(tmp_path: Path) -> None:
     index = tmp_path / "index"
-    vec = unit(2 * (store_mod.MERGE_FACTOR + 2), 16)
+    vec = unit(2 * (compaction.MERGE_FACTOR + 2), 16)
     expect: dict[str, tuple[str, np.ndarray]] = {}
     with Store.open_writer(index, IDENTITY, dims=16, dtype="float32") as w:
-        for i in range(store_mod.MERGE_FACTOR + 2):  # one small segment per commit, until a merge
+        for i in range(compaction.MERGE_FACTOR + 2):  # one small segment per commit, until a merge
             _, ids = w.add_file(rec(f"/d/{i}.txt"), f"h{i}", pieces(f"file {i} first", f"file {i} second"))
             w.set_vectors(ids, vec[2 * i : 2 * i + 2])
             w.commit()
             for j, pid in enumerate(ids):
                 expect[pid] = (f"file {i} {'first' if j == 0 else 'second'}", vec[2 * i + j])
     s = Store.open(index)
-    assert s.stats().segments < 2 * (store_mod.MERGE_FACTOR + 2)  # merged
+    assert s.stats().segments < 2 * (compaction.MERGE_FACTOR + 2)  # merged
     for pid, (text, v) in expect.items():
         info = s.piece(pid)
         assert info is not None and info.text == text and info.has_vector
@@ -360,12 +362,12 @@ def test_orphans_of_an_interrupted_commit_are_cleaned(tmp_path: Path) -> None:
 def test_many_file_commits_fold_into_a_new_base(tmp_path: Path) -> None:
     index = tmp_path / "i"
     with Store.open_writer(index, IDENTITY, dims=4) as w:
-        for i in range(store_mod.MAX_FILE_DELTAS + 3):
+        for i in range(manifest_mod.MAX_FILE_DELTAS + 3):
             w.add_file(rec(f"/f{i}"), f"h{i}", [])
             w.commit()
     m = json.loads((index / "MANIFEST.json").read_text())
-    assert len(m["files"]) <= store_mod.MAX_FILE_DELTAS + 1
-    assert len(list(Store.open(index).files())) == store_mod.MAX_FILE_DELTAS + 3
+    assert len(m["files"]) <= manifest_mod.MAX_FILE_DELTAS + 1
+    assert len(list(Store.open(index).files())) == manifest_mod.MAX_FILE_DELTAS + 3
 
 
 CHILD = textwrap.dedent(
@@ -531,7 +533,7 @@ def test_a_manifest_without_scan_options_gives_its_roots_the_defaults(tmp_path: 
     index = tmp_path / "i"
     with Store.open_writer(index, IDENTITY, dims=4) as w:
         w.set_roots({"/docs": ScanOptions(include_hidden=True)})
-    manifest = index / store_mod.MANIFEST
+    manifest = index / manifest_mod.MANIFEST
     data = json.loads(manifest.read_text(encoding="utf-8"))
     del data["scan"]
     manifest.write_text(json.dumps(data), encoding="utf-8")
@@ -543,12 +545,12 @@ def test_a_manifest_without_scan_options_gives_its_roots_the_defaults(tmp_path: 
 
 def test_gone_queue_round_trip(tmp_path: Path) -> None:
     tmp_path.mkdir(exist_ok=True)
-    assert store_mod.take_gone(tmp_path) == []
-    store_mod.queue_gone(tmp_path, ["/a b/c.txt", "/x\nnewline"])
-    store_mod.queue_gone(tmp_path, ["/a b/c.txt"])
-    assert (tmp_path / store_mod.GONE).stat().st_mode & 0o777 == 0o600
-    assert store_mod.take_gone(tmp_path) == ["/a b/c.txt", "/x\nnewline"]
-    assert store_mod.take_gone(tmp_path) == [] and not (tmp_path / store_mod.GONE).exists()
+    assert gone.take_gone(tmp_path) == []
+    gone.queue_gone(tmp_path, ["/a b/c.txt", "/x\nnewline"])
+    gone.queue_gone(tmp_path, ["/a b/c.txt"])
+    assert (tmp_path / gone.GONE).stat().st_mode & 0o777 == 0o600
+    assert gone.take_gone(tmp_path) == ["/a b/c.txt", "/x\nnewline"]
+    assert gone.take_gone(tmp_path) == [] and not (tmp_path / gone.GONE).exists()
 
 
 def test_new_index_files_are_private_whatever_the_umask(tmp_path: Path) -> None:

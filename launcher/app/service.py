@@ -50,7 +50,8 @@ from launcher.app import desktop
 from launcher.app.runfile import Instance, RunInfo, new_token, same_secret
 from launcher.core import config
 from launcher.core.errors import InputError, LauncherError, NotIndexed, ServerError, StoreError
-from launcher.index.store import FileInfo, Store
+from launcher.index.info import FileInfo
+from launcher.index.store import Store
 from launcher.models.catalogue import write_model_hint
 from launcher.query.rerank import DEFAULT_RERANK_TOP, RerankedHits, ResidentReranker
 from launcher.query.session import Query, Searcher, hit_to_json

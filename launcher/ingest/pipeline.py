@@ -29,7 +29,10 @@ import numpy as np
 from launcher.core.errors import LauncherError, first_line
 from launcher.core.paths import folder_prefix, inside_any
 from launcher.core.records import FileRecord, Piece, Skip
-from launcher.index.store import FileInfo, PieceMeta, Store, Writer, take_gone
+from launcher.index.gone import take_gone
+from launcher.index.info import FileInfo, PieceMeta
+from launcher.index.store import Store
+from launcher.index.writer import Writer
 from launcher.ingest import diff as diff_stage
 from launcher.ingest import scan as scan_stage
 from launcher.ingest.extract import ExtractError, ExtractSettings, extract

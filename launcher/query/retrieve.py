@@ -51,7 +51,8 @@ import numpy.typing as npt
 from launcher.core.paths import folder_prefix
 from launcher.core.records import KINDS, Hit, Locator, Vector
 from launcher.index import keywords, partition
-from launcher.index.store import FileColumns, Store
+from launcher.index.info import FileColumns
+from launcher.index.store import Store
 
 # The cut for the fused score. Qwen3-Embedding-0.6B's model card prints cosine 0.7646 and 0.6000
 # for matching query/document pairs and 0.1414 and 0.1355 for crossed, unrelated ones; the 4B and

@@ -17,7 +17,8 @@ from typing import Any
 
 from launcher.core.errors import InputError, LauncherError, ModelError, StoreError
 from launcher.core.records import Hit, Locator
-from launcher.index.store import Store, queue_gone
+from launcher.index.gone import queue_gone
+from launcher.index.store import Store
 from launcher.models.catalogue import ResolvedModel, resolve_index_model
 from launcher.models.embed import QUERY_INSTRUCTION, Embedder, EmbedInput, load_embedder
 from launcher.query.dates import Parsed, narrowed, parse, unparsed

@@ -34,7 +34,8 @@ from watchdog.observers.polling import PollingObserver
 from launcher.core.errors import ModelMismatch, StoreError, StoreLocked
 from launcher.core.files import atomic_write_json
 from launcher.core.paths import inside
-from launcher.index.store import Store, take_gone
+from launcher.index.gone import take_gone
+from launcher.index.store import Store
 from launcher.ingest import scan as scan_stage
 from launcher.ingest.pipeline import Indexer, IndexOptions, IndexReport, Progress
 from launcher.ingest.roots import ScanOptions

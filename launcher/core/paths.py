@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 
 def folder_prefix(folder: str) -> str:
@@ -19,3 +19,21 @@ def inside(path: str, folder: str) -> bool:
 def inside_any(path: str, folders: Iterable[str]) -> bool:
     """Whether `path` is one of `folders` or below one of them."""
     return any(inside(path, f) for f in folders)
+
+
+def unique_paths(roots: Sequence[str | os.PathLike[str]]) -> list[str]:
+    """Absolute paths, sorted, without those inside another one (they would be walked twice)."""
+    absolute = sorted({os.path.abspath(os.path.expanduser(os.fspath(r))) for r in roots})
+    kept: list[str] = []
+    seen: set[str] = set()
+    for root in absolute:
+        # Ancestors sort first, so looking them up costs the path's depth, not the list's length
+        # (a watcher's batch may hold 10,000 paths).
+        parent, inside = root, False
+        while not inside and os.path.dirname(parent) != parent:
+            parent = os.path.dirname(parent)
+            inside = parent in seen
+        if not inside:
+            kept.append(root)
+            seen.add(root)
+    return kept

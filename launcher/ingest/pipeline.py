@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from launcher.core.errors import LauncherError, first_line
-from launcher.core.paths import folder_prefix, inside_any
+from launcher.core.paths import folder_prefix, inside_any, unique_paths
 from launcher.core.records import FileRecord, Piece, Skip
 from launcher.index.gone import take_gone
 from launcher.index.info import FileInfo, PieceMeta
@@ -38,7 +38,7 @@ from launcher.ingest import scan as scan_stage
 from launcher.ingest.extract import ExtractError, ExtractSettings, extract
 from launcher.ingest.extract.chunk import TokenBudget
 from launcher.ingest.extract.image import taken_ns
-from launcher.ingest.roots import ScanOptions, merge_roots, root_of
+from launcher.ingest.roots import DEFAULT_MAX_FILE_BYTES, ScanOptions, merge_roots, root_of
 from launcher.models.embed import DOCUMENT_INSTRUCTION, Embedder, EmbedInput
 
 log = logging.getLogger("launcher.indexer")
@@ -55,7 +55,7 @@ class IndexOptions:
     """What to index and how; the CLI fills it from flags, env and config."""
 
     excludes: Sequence[str] = ()
-    max_file_bytes: int = scan_stage.DEFAULT_MAX_FILE_BYTES
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
     include_hidden: bool = False
     follow_symlinks: bool = False
     dims: int | None = None
@@ -347,7 +347,7 @@ class Indexer:
                     if r not in folders
                 ]
             else:
-                folders = scan_stage.unique_paths([str(Path(r).expanduser().resolve()) for r in roots])
+                folders = unique_paths([str(Path(r).expanduser().resolve()) for r in roots])
             # Roots accumulate: a new one joins the others (a folder inside a root is refreshed
             # with that root's options and not added).
             merged = merge_roots(current, {f: self.options_for(f, current) for f in folders})
@@ -407,7 +407,7 @@ class Indexer:
                 writer.remove_file(info.file_id)
                 known.discard(info.path)
             report.removed += len(gone)
-            scopes = [p for p in scan_stage.unique_paths(list(changed)) if inside_any(p, roots)]
+            scopes = [p for p in unique_paths(list(changed)) if inside_any(p, roots)]
             if scopes:
                 records: list[FileRecord] = []
                 for item in self._walk(scopes, self._roots):
@@ -481,7 +481,7 @@ class Indexer:
     def _walk(self, folders: Sequence[str], roots: Mapping[str, ScanOptions]) -> Iterator[FileRecord | Skip]:
         """Scan each folder with the options of its root: a root whole, a folder inside one as a
         part of it (the root's ignore files and rules apply)."""
-        for folder in scan_stage.unique_paths(list(folders)):
+        for folder in unique_paths(list(folders)):
             root = root_of(folder, list(roots))
             if root is None:
                 yield from scan_stage.scan([folder], **self._scan_settings(self.options_for(folder, roots)))

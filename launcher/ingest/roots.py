@@ -11,9 +11,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from launcher.core.paths import inside
-from launcher.ingest.scan import DEFAULT_MAX_FILE_BYTES, unique_paths
+from launcher.core.paths import inside, unique_paths
 
+DEFAULT_MAX_FILE_BYTES = 1024 * 1024 * 1024
 DEFAULT_MAX_IMAGE_PIXELS = 64_000_000  # ExtractSettings' default; --max-image-mp
 
 

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 
 import pathspec
 
-from launcher.core.paths import inside
+from launcher.core.paths import inside, unique_paths
 from launcher.core.records import FileRecord, Skip
+from launcher.ingest.roots import DEFAULT_MAX_FILE_BYTES
 
-DEFAULT_MAX_FILE_BYTES = 1024 * 1024 * 1024
 """Files above this size are skipped (1 GiB); `--max-file-mb` changes it."""
 
 # Folders that hold caches, tooling or OS bookkeeping, never a person's documents. Matched by name,
@@ -264,24 +264,6 @@ def rescan(
         root = next((r for r in kept if inside(path, r)), None)
         if root is not None:
             yield from walker.walk_path(root, path)
-
-
-def unique_paths(roots: Sequence[str | os.PathLike[str]]) -> list[str]:
-    """Absolute paths, sorted, without those inside another one (they would be walked twice)."""
-    absolute = sorted({os.path.abspath(os.path.expanduser(os.fspath(r))) for r in roots})
-    kept: list[str] = []
-    seen: set[str] = set()
-    for root in absolute:
-        # Ancestors sort first, so looking them up costs the path's depth, not the list's length
-        # (a watcher's batch may hold 10,000 paths).
-        parent, inside = root, False
-        while not inside and os.path.dirname(parent) != parent:
-            parent = os.path.dirname(parent)
-            inside = parent in seen
-        if not inside:
-            kept.append(root)
-            seen.add(root)
-    return kept
 
 
 def _index_dirs(index_dir: str | os.PathLike[str] | None) -> set[str]:

@@ -360,11 +360,21 @@ def resolve_model(name_or_path: str | None, mmproj: str | None = None) -> Resolv
     return ResolvedModel(BUNDLED_NAME, bundled, None, False)
 
 
+# The cut for the fused score (launcher/query/retrieve.py) of a model not named above.
+# Qwen3-Embedding-0.6B's model card prints cosine 0.7646 and 0.6000 for matching query/document
+# pairs and 0.1414 and 0.1355 for crossed, unrelated ones; the 4B and 8B models put unrelated pairs
+# lower still (0.03-0.11). 0.25 sits ~0.1 above that unrelated level and well below true matches,
+# leaving room for text->image matches, which score lower than text->text. Not yet measured on
+# Qwen3-VL-Embedding itself: calibrate per model (the 99th percentile of cosines between unrelated
+# query/document pairs) and pass it as min_score.
+DEFAULT_MIN_SCORE = 0.25
+
+
 def min_score_for(model_file: str, architecture: str, dims: int | None) -> float:
     """The score floor for the model that built an index (its identity's `model_file`,
     `architecture` and `dims`): the catalogue entry's for a pulled file, the bundled model's,
     Qwen3-VL's for another conversion of the real models (a qwen3vl GGUF 2048 or 4096 wide), else
-    search's default."""
+    DEFAULT_MIN_SCORE."""
     for e in CATALOG:
         if e.file == model_file and e.min_score is not None:
             return e.min_score
@@ -372,8 +382,6 @@ def min_score_for(model_file: str, architecture: str, dims: int | None) -> float
         return BUNDLED_MIN_SCORE
     if architecture == QWEN3_VL_ARCH and dims in {e.dims for e in CATALOG if e.role == "embedding"}:
         return QWEN3_VL_MIN_SCORE
-    from launcher.query.retrieve import DEFAULT_MIN_SCORE
-
     return DEFAULT_MIN_SCORE
 
 

@@ -53,14 +53,8 @@ from launcher.core.records import KINDS, Hit, Locator, Vector
 from launcher.index import keywords, partition
 from launcher.index.info import FileColumns
 from launcher.index.store import Store
+from launcher.models.catalogue import DEFAULT_MIN_SCORE  # the floor of a model the catalogue does not know
 
-# The cut for the fused score. Qwen3-Embedding-0.6B's model card prints cosine 0.7646 and 0.6000
-# for matching query/document pairs and 0.1414 and 0.1355 for crossed, unrelated ones; the 4B and
-# 8B models put unrelated pairs lower still (0.03-0.11). 0.25 sits ~0.1 above that unrelated level
-# and well below true matches, leaving room for text->image matches, which score lower than
-# text->text. Not yet measured on Qwen3-VL-Embedding itself: calibrate per model (the 99th
-# percentile of cosines between unrelated query/document pairs) and pass it as min_score.
-DEFAULT_MIN_SCORE = 0.25
 KEYWORD_WEIGHT = 0.4  # a full keyword match alone scores 0.4
 NAME_WEIGHT = 0.6  # an exact file-name match alone scores 0.6
 FUSIONS = ("noisy-or", "rrf")

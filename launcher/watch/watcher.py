@@ -33,10 +33,9 @@ from watchdog.observers.polling import PollingObserver
 
 from launcher.core.errors import ModelMismatch, StoreError, StoreLocked
 from launcher.core.files import atomic_write_json
-from launcher.core.paths import inside
+from launcher.core.paths import inside, unique_paths
 from launcher.index.gone import take_gone
 from launcher.index.store import Store
-from launcher.ingest import scan as scan_stage
 from launcher.ingest.pipeline import Indexer, IndexOptions, IndexReport, Progress
 from launcher.ingest.roots import ScanOptions
 from launcher.models.embed import Embedder
@@ -236,7 +235,7 @@ class Watcher:
         root_options: Mapping[str, ScanOptions] | None = None,
     ) -> None:
         self.index_dir = Path(index_dir).expanduser()
-        self.roots = scan_stage.unique_paths([str(Path(r).expanduser().resolve()) for r in roots])
+        self.roots = unique_paths([str(Path(r).expanduser().resolve()) for r in roots])
         if not self.roots:
             raise ValueError("no folders to watch")
         # Each root is scanned with the options given for it, else those the index remembers.

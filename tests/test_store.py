@@ -500,7 +500,7 @@ def test_readers_keep_working_while_a_writer_commits(tmp_path: Path) -> None:
 
 
 def test_roots_keep_their_scan_options_and_forget_drops_one(tmp_path: Path) -> None:
-    from launcher.ingest.roots import ScanOptions
+    from launcher.index.roots import ScanOptions
 
     index = tmp_path / "i"
     docs = ScanOptions(excludes=("*.log",), include_hidden=True, max_file_bytes=5)
@@ -528,7 +528,7 @@ def test_roots_keep_their_scan_options_and_forget_drops_one(tmp_path: Path) -> N
 
 
 def test_a_manifest_without_scan_options_gives_its_roots_the_defaults(tmp_path: Path) -> None:
-    from launcher.ingest.roots import ScanOptions
+    from launcher.index.roots import ScanOptions
 
     index = tmp_path / "i"
     with Store.open_writer(index, IDENTITY, dims=4) as w:

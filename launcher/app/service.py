@@ -335,7 +335,7 @@ class LauncherService:
     def _start_watcher(self) -> None:
         if not self.options.watch:
             return
-        from launcher.ingest.roots import ScanFlags, chosen_options
+        from launcher.index.roots import ScanFlags, chosen_options
         from launcher.watch.watcher import Watcher  # the watcher is optional: imported only for --watch
 
         options = self.options.watch_options or self._watch_options()

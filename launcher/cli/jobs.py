@@ -18,6 +18,7 @@ from typing import Any
 
 from launcher.core import config
 from launcher.core.errors import LauncherError, StoreError
+from launcher.index.roots import ScanFlags, ScanOptions, chosen_options
 from launcher.index.store import Store
 from launcher.ingest.extract import ExtractSettings
 from launcher.ingest.pipeline import (
@@ -28,7 +29,6 @@ from launcher.ingest.pipeline import (
     document_instruction,
     kept_chunk_tokens,
 )
-from launcher.ingest.roots import ScanFlags, ScanOptions, chosen_options
 from launcher.models import catalogue as models
 from launcher.models.catalogue import read_model_hint, write_model_hint
 from launcher.models.embed import load_embedder

@@ -75,6 +75,7 @@ from launcher.index.manifest import (
     _partition_name,
     _read_manifest,
 )
+from launcher.index.roots import ScanOptions, stored_options
 from launcher.index.segments import (
     COL_ERROR,
     COL_FIRST,
@@ -93,7 +94,6 @@ from launcher.index.segments import (
     load_npy,
 )
 from launcher.index.writer import Writer
-from launcher.ingest.roots import ScanOptions, stored_options
 
 
 class Store:

@@ -46,6 +46,7 @@ from launcher.index.manifest import (
     _names,
     _read_manifest,
 )
+from launcher.index.roots import ScanOptions, stored_options
 from launcher.index.segments import (
     COL_ERROR,
     COL_FAILED,
@@ -68,7 +69,6 @@ from launcher.index.segments import (
     save_bytes,
     save_npy,
 )
-from launcher.ingest.roots import ScanOptions, stored_options
 
 if TYPE_CHECKING:
     # Only a name for the type checker: Store opens writers, so the writer is handed the reader's

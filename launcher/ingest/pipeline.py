@@ -31,6 +31,7 @@ from launcher.core.paths import folder_prefix, inside_any, unique_paths
 from launcher.core.records import FileRecord, Piece, Skip
 from launcher.index.gone import take_gone
 from launcher.index.info import FileInfo, PieceMeta
+from launcher.index.roots import DEFAULT_MAX_FILE_BYTES, ScanOptions, merge_roots, root_of
 from launcher.index.store import Store
 from launcher.index.writer import Writer
 from launcher.ingest import diff as diff_stage
@@ -38,7 +39,6 @@ from launcher.ingest import scan as scan_stage
 from launcher.ingest.extract import ExtractError, ExtractSettings, extract
 from launcher.ingest.extract.chunk import TokenBudget
 from launcher.ingest.extract.image import taken_ns
-from launcher.ingest.roots import DEFAULT_MAX_FILE_BYTES, ScanOptions, merge_roots, root_of
 from launcher.models.embed import DOCUMENT_INSTRUCTION, Embedder, EmbedInput
 
 log = logging.getLogger("launcher.indexer")

@@ -19,7 +19,7 @@ import pathspec
 
 from launcher.core.paths import inside, unique_paths
 from launcher.core.records import FileRecord, Skip
-from launcher.ingest.roots import DEFAULT_MAX_FILE_BYTES
+from launcher.index.roots import DEFAULT_MAX_FILE_BYTES
 
 """Files above this size are skipped (1 GiB); `--max-file-mb` changes it."""
 

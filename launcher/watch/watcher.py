@@ -35,9 +35,9 @@ from launcher.core.errors import ModelMismatch, StoreError, StoreLocked
 from launcher.core.files import atomic_write_json
 from launcher.core.paths import inside, unique_paths
 from launcher.index.gone import take_gone
+from launcher.index.roots import ScanOptions
 from launcher.index.store import Store
 from launcher.ingest.pipeline import Indexer, IndexOptions, IndexReport, Progress
-from launcher.ingest.roots import ScanOptions
 from launcher.models.embed import Embedder
 from launcher.watch.changes import ChangeQueue
 

@@ -98,3 +98,22 @@ def test_every_package_has_a_one_line_summary() -> None:
     for init in sorted(PACKAGE.rglob("__init__.py")):
         doc = ast.get_docstring(ast.parse(init.read_text(encoding="utf-8")))
         assert doc and doc.splitlines()[0].strip(), f"{init.relative_to(PACKAGE.parent)} has no docstring"
+
+
+# The packages from the bottom up: each imports only the ones before it (README's Layout section).
+LAYERS = ["core", "models", "index", "ingest", "watch", "query", "app", "cli"]
+
+
+def test_each_package_imports_only_the_layers_below_it() -> None:
+    def layer(module: str) -> str:
+        return module.split(".")[1] if module.count(".") else ""
+
+    packages = {layer(m) for m in _modules()} - {""}
+    assert packages <= {*LAYERS, "__main__"}, f"a package missing from LAYERS: {packages - set(LAYERS)}"
+    upward = sorted(
+        f"{a} -> {b}"
+        for a, deps in _graph().items()
+        for b in deps
+        if layer(a) in LAYERS and layer(b) in LAYERS and LAYERS.index(layer(b)) > LAYERS.index(layer(a))
+    )
+    assert upward == [], "imports of a higher layer: " + ", ".join(upward)

@@ -533,7 +533,7 @@ class Tickets:
 
 
 def _static(name: str) -> str:
-    """A file of the page's own script or style, shipped in launcher/static/."""
+    """A file of the page's own script or style, shipped in launcher/app/static/."""
     return resources.files("launcher.app").joinpath("static", name).read_text(encoding="utf-8")
 
 

@@ -272,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from launcher.app.service import LaunchOptions
-    from launcher.app.service import run_launch
+    from launcher.app.launch import run_launch
 
     run_launch(LaunchOptions(index_dir=index_dir, port=args.port, hotkey=None))
     return 0

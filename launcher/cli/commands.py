@@ -590,7 +590,8 @@ def launch(
 ) -> None:
     """Start the resident process (one per user): model loaded once, search window, global hotkey, watcher."""
     from launcher.app.hotkey import OFF, parse_combo
-    from launcher.app.service import LaunchOptions, run_launch
+    from launcher.app.launch import run_launch
+    from launcher.app.service import LaunchOptions
     from launcher.cli.jobs import scan_flags
 
     combo = config.resolve("hotkey", hotkey)

@@ -309,14 +309,12 @@ def raw_throughput(embedder, texts: list[str], runs: int = 3) -> float:
 
 def table(rows: list[tuple[str, dict[str, float]]], extra: dict[str, str] | None = None) -> str:
     lines = [
-        "| | R@1 | R@5 | MRR@10 | paraphrase R@5 | api R@5 | deep R@5 |",
+        "| | R@1 | R@5 | MRR@10 | paraphrase R@1 / R@5 | api R@1 / R@5 | deep R@1 / R@5 |",
         "|---|---|---|---|---|---|---|",
     ]
     for name, m in rows:
-        lines.append(
-            f"| {name} | {m['R@1']:.2f} | {m['R@5']:.2f} | {m['MRR@10']:.2f} | "
-            f"{m['paraphrase R@5']:.2f} | {m['api R@5']:.2f} | {m['deep R@5']:.2f} |"
-        )
+        kinds = " | ".join(f"{m[f'{k} R@1']:.2f} / {m[f'{k} R@5']:.2f}" for k in ("paraphrase", "api", "deep"))
+        lines.append(f"| {name} | {m['R@1']:.2f} | {m['R@5']:.2f} | {m['MRR@10']:.2f} | {kinds} |")
     return "\n".join(lines)
 
 
@@ -332,6 +330,11 @@ def main() -> None:
     ap.add_argument("--skip-cli", action="store_true")
     ap.add_argument("--cli-home", type=Path, default=None, help="LAUNCHER_HOME of the CLI run")
     ap.add_argument("--fusions", default="", help="comma-separated fusion names to compare (search.FUSIONS)")
+    ap.add_argument(
+        "--keyword-weights",
+        default="",
+        help="comma-separated keyword weights to compare on the same index (default: search.KEYWORD_WEIGHT)",
+    )
     args = ap.parse_args()
     questions_file, build, default_corpus = question_set(args.set)
     work = WORK if args.set == "main" else WORK / args.set
@@ -386,15 +389,20 @@ def main() -> None:
         results["raw_tokens_per_s"] = raw_throughput(embedder, sample)
 
     fusions = [f for f in args.fusions.split(",") if f] or [search.DEFAULT_FUSION]
+    weights = [float(w) for w in args.keyword_weights.split(",") if w] or [search.KEYWORD_WEIGHT]
     builds = {}
     for size in [int(s) for s in args.sizes.split(",") if s]:
         builds[size] = build_index(corpus, embedder, size, work)
         store = Store.open(work / f"index-{size}")
         for fusion in fusions:
-            ranking = launcher_rank(store, corpus, qvecs, questions, fusion=fusion)
-            rows.append(
-                (f"launcher, in-process, {size}-token pieces, fusion {fusion}", metrics(ranking, questions))
-            )
+            for weight in weights:
+                ranking = launcher_rank(store, corpus, qvecs, questions, fusion=fusion, keyword_weight=weight)
+                rows.append(
+                    (
+                        f"launcher, in-process, {size}-token pieces, fusion {fusion}, keyword weight {weight}",
+                        metrics(ranking, questions),
+                    )
+                )
     results["builds"] = builds
 
     if not args.skip_cli:

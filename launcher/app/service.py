@@ -286,6 +286,12 @@ class LauncherService:
         from launcher.models.embed import load_embedder
 
         o = self.options
+        if o.watch:
+            # The watcher embeds in the background through the same llama.cpp threads as the queries;
+            # spinning OpenMP threads would hold both cores while they wait at barriers behind the
+            # niced worker (see `launcher watch`). Read when llama.cpp loads, just below; queries
+            # pay nothing measurable for it (LAUNCHER_README, Search).
+            os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         if Store.exists(self.index_dir):
             self.searcher = Searcher(
                 self.index_dir, model=o.model, mmproj=o.mmproj, engine_options=o.engine_options

@@ -593,9 +593,6 @@ def _bm25(store: Store, terms: list[str], allowed: Mask) -> _Signal:
         p_all.append(np.asarray(b.piece_ids)[uniq[keep]])
     if not s_all:
         return _EMPTY
-    # Mapped to [0, 1) by 1 - exp(-s), s the BM25 score per unit of query idf: it never saturates (two
-    # occurrences beat one, a piece with every rare query term beats one with the common ones), and
-    # one occurrence in a piece of average length (s = 1) scores 0.63.
     # Divided by the most a piece can score per unit of query idf (k1 + 1, approached as a term
     # repeats), so the scale is [0, 1) and never saturates: two occurrences beat one, a piece with
     # every rare query term beats one with the common ones. (Capping raw/idf at 1 instead, as

@@ -313,7 +313,9 @@ def table(rows: list[tuple[str, dict[str, float]]], extra: dict[str, str] | None
         "|---|---|---|---|---|---|---|",
     ]
     for name, m in rows:
-        kinds = " | ".join(f"{m[f'{k} R@1']:.2f} / {m[f'{k} R@5']:.2f}" for k in ("paraphrase", "api", "deep"))
+        kinds = " | ".join(
+            f"{m[f'{k} R@1']:.2f} / {m[f'{k} R@5']:.2f}" for k in ("paraphrase", "api", "deep")
+        )
         lines.append(f"| {name} | {m['R@1']:.2f} | {m['R@5']:.2f} | {m['MRR@10']:.2f} | {kinds} |")
     return "\n".join(lines)
 

@@ -32,10 +32,10 @@ CHILD = r"""
 import json, statistics, sys, tempfile, time
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
-from launcher import models
-from launcher.engine import QUERY_INSTRUCTION, EmbedInput, load_embedder
-from launcher.indexer import IndexOptions
-from launcher.watch import Watcher
+from launcher.ingest.pipeline import IndexOptions
+from launcher.models import catalogue as models
+from launcher.models.embed import QUERY_INSTRUCTION, EmbedInput, load_embedder
+from launcher.watch.watcher import Watcher
 
 model, n, folder = sys.argv[2] or None, int(sys.argv[3]), Path(sys.argv[4])
 resolved = models.resolve_model(model, None)

@@ -692,9 +692,9 @@ def models_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print the catalogue as JSON.")] = False,
 ) -> None:
     """Known models, where their files come from, and whether they are installed and verified."""
-    from launcher.models import catalogue as models
+    from launcher.models import catalogue
 
-    rows = models.catalogue_rows()
+    rows = catalogue.catalogue_rows()
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -719,9 +719,9 @@ def models_pull(
 ) -> None:
     """Download a model and its mmproj from Hugging Face (resumable), check their sha256 and GGUF
     headers, and install them; files copied in by hand are checked the same way."""
-    from launcher.models import catalogue as models
+    from launcher.models import catalogue
 
-    path, mm = models.pull(name)
+    path, mm = catalogue.pull(name)
     typer.echo(f"{name}: verified and installed: {path}" + (f" + {mm.name}" if mm else ""))
 
 

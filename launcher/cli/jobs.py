@@ -29,7 +29,7 @@ from launcher.ingest.pipeline import (
     document_instruction,
     kept_chunk_tokens,
 )
-from launcher.models import catalogue as models
+from launcher.models import catalogue
 from launcher.models.catalogue import read_model_hint, write_model_hint
 from launcher.models.embed import load_embedder
 
@@ -98,7 +98,7 @@ def run_index(
             f"note: {nested[0]} is inside a root of the index: it is read with that root's options; "
             "to change them, give the flags with the root's own path"
         )
-    resolved = models.resolve_model(model, mmproj)
+    resolved = catalogue.resolve_model(model, mmproj)
     if not model and not resolved.multimodal:
         _note_text_model()
     index_dir.mkdir(parents=True, exist_ok=True)
@@ -270,7 +270,7 @@ def run_watch(
         raise LauncherError(f"no such file or folder: {missing[0]}")
     for p in missing:  # an unmounted drive, a folder still to be made
         _err(f"note: {p} does not exist yet; it is watched once it appears")
-    resolved = models.resolve_index_model(index_dir, model, mmproj)
+    resolved = catalogue.resolve_index_model(index_dir, model, mmproj)
     if not model and not resolved.multimodal and existing is None:
         _note_text_model()
     options = index_options(
@@ -481,18 +481,18 @@ def doctor_report() -> dict[str, Any]:
     info = runtime.system_info()
     features = [part.split("=")[0].strip() for part in info.split("|") if part.strip().endswith("= 1")]
     found: dict[str, str] = {}
-    for e in models.CATALOG:
-        path, _ = models.pulled_path(e)
-        state = models.install_state(e)
+    for e in catalogue.CATALOG:
+        path, _ = catalogue.pulled_path(e)
+        state = catalogue.install_state(e)
         found[e.name] = (
             str(path)
             if state == "installed"
             else {
-                "unverified": f"not verified: run `launcher models pull {e.name}` to check {models.folder(e)}",
+                "unverified": f"not verified: run `launcher models pull {e.name}` to check {catalogue.folder(e)}",
                 "partial": "partly downloaded: `launcher models pull` resumes",
             }.get(state, "not downloaded")
         )
-    bundled = models.bundled_text_model()
+    bundled = catalogue.bundled_text_model()
     found["minilm (bundled)"] = str(bundled) if bundled.is_file() else "missing"
     return {
         "python": platform.python_version(),
@@ -502,6 +502,6 @@ def doctor_report() -> dict[str, Any]:
         "threads_default": runtime.default_threads(),
         "gpu_offload": "yes" if runtime.gpu_offload_supported() else "no (CPU-only build; see README 'GPU')",
         "launcher_home": str(config.home()),
-        "default_model": models.resolve_model(None).name,
+        "default_model": catalogue.resolve_model(None).name,
         "models": found,
     }

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from launcher.core.errors import ModelError, RerankerUnavailable
-from launcher.models import catalogue as models
+from launcher.models import catalogue
 from launcher.models.rerank.base import (
     DEFAULT_INSTRUCTION,
     MAX_LENGTH,
@@ -46,26 +46,26 @@ def resolve_reranker(model: str | Path | None, mmproj: str | Path | None = None)
     """Turn a catalogue name, a path (.gguf file or Hugging Face folder) or None into files on disk."""
     if model is None or str(model) == "":
         for name in DEFAULT_ORDER:
-            e = models.entry(name)
-            if e is not None and models.is_pulled(e):
-                path, mm = models.pulled_path(e)
+            e = catalogue.entry(name)
+            if e is not None and catalogue.is_pulled(e):
+                path, mm = catalogue.pulled_path(e)
                 return path, Path(mmproj).expanduser() if mmproj else mm
-            if e is not None and models.install_state(e) == "unverified":
-                raise ModelError(models.unverified_note(e))
+            if e is not None and catalogue.install_state(e) == "unverified":
+                raise ModelError(catalogue.unverified_note(e))
         raise ModelError(
             f"no reranker model: {PULL_HINT} (or give a reranker .gguf file or a Hugging Face folder)"
         )
-    e = models.entry(str(model))
+    e = catalogue.entry(str(model))
     if e is not None:
         if e.role != "reranker":
             raise ModelError(f"{e.name} is an {e.role} model, not a reranker: {PULL_HINT}")
-        if models.install_state(e) == "unverified":
-            raise ModelError(models.unverified_note(e))
-        if not models.is_pulled(e):
+        if catalogue.install_state(e) == "unverified":
+            raise ModelError(catalogue.unverified_note(e))
+        if not catalogue.is_pulled(e):
             raise ModelError(
                 f"no reranker model: {e.name} is not downloaded; run `launcher models pull {e.name}`"
             )
-        path, mm = models.pulled_path(e)
+        path, mm = catalogue.pulled_path(e)
         return path, Path(mmproj).expanduser() if mmproj else mm
     path = Path(model).expanduser()
     if not path.exists():

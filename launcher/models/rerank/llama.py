@@ -1,4 +1,4 @@
-"""The GGUF reranker through llama.cpp: the only rerank module that imports llama_cpp.
+"""The GGUF reranker through llama.cpp, over the runtime it shares with the embedder (models/runtime.py).
 
 The model file is what llama.cpp's converter makes of Qwen3-VL-Reranker: a `qwen3vl` model with
 pooling type RANK, classifier labels ["yes", "no"] and a `cls.output.weight` tensor (2 x hidden)

@@ -21,10 +21,11 @@ from typing import Any
 import llama_cpp as lc  # noqa: E402  (kept after our imports: loading it starts the native library)
 import numpy as np
 from llama_cpp import mtmd_cpp as mt  # noqa: E402
+from PIL import Image
 
 from launcher.engine import gguf_meta
 from launcher.engine.base import Embedder, EmbedInput, l2_normalize
-from launcher.engine.imageprep import FACTOR, MAX_PIXELS, MIN_PIXELS, prepare_image
+from launcher.engine.imageprep import FACTOR, MAX_PIXELS, MIN_PIXELS, prepare_image, smart_resize
 from launcher.engine.prompt import IMAGE_TOKENS, as_utf8, build_prompt
 from launcher.errors import InputError, InputTooLong, LauncherError, ModelError
 from launcher.records import Matrix
@@ -592,6 +593,16 @@ class LlamaEmbedder(Embedder):
                 mt.mtmd_input_chunks_free(chunks)
             for bitmap in bitmaps:
                 mt.mtmd_bitmap_free(bitmap)
+
+    def fit_image(self, image: Any) -> Any:
+        """Converted and resized exactly as _embed_multimodal would do it, so the model's own
+        preparation finds nothing left to change (same pixels, same vector)."""
+        opts = self.options
+        prepared = prepare_image(image, min_pixels=opts.image_min_pixels, max_pixels=opts.image_max_pixels)
+        size = (prepared.height, prepared.width)
+        if smart_resize(*size, FACTOR, opts.image_min_pixels, opts.image_max_pixels) != size:
+            return image  # the rare extreme aspect ratio that would be resized again: leave it whole
+        return Image.fromarray(prepared.pixels, "RGB")
 
     def count_image_tokens(self, image: Any) -> int:
         """Visual tokens one image costs under the current pixel budget."""

@@ -12,10 +12,9 @@ Two passes, so the index is useful from the first minute:
 from __future__ import annotations
 
 import bisect
-import contextlib
+import collections
 import logging
 import os
-import queue
 import stat
 import threading
 import time
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from launcher.core.errors import LauncherError, first_line
 from launcher.core.paths import folder_prefix, inside_any, unique_paths
@@ -46,7 +46,11 @@ log = logging.getLogger("launcher.indexer")
 PIPELINE_VERSION = 4  # bump when extraction or the embedding input format changes: forces re-embed
 # Commit at least this often while working: a kill loses at most this much work.
 COMMIT_SECONDS = float(os.environ.get("LAUNCHER_COMMIT_SECONDS", "5"))
-LOOKAHEAD_FILES = 4
+# The embed pass reads ahead while the model works, up to this many bytes of pieces (pixels as the
+# model will see them, text) and this many files, whichever comes first; a single file bigger than
+# the budget still goes through, alone.
+LOOKAHEAD_BYTES = 64 * 1024 * 1024
+LOOKAHEAD_FILES = 16
 EMBED_SLICE = 64  # pieces of one file handed to the model at once
 
 
@@ -581,7 +585,8 @@ class Indexer:
             if old_id is not None:
                 writer.remove_file(old_id)
             try:
-                rec, digest, pieces = self._read_version(rec)
+                # Text and places only: pictures, pages and frames are decoded once, to be embedded.
+                rec, digest, pieces = self._read_version(rec, decode_media=False)
             except ExtractError as exc:
                 report.failed.append(Skip(rec.path, str(exc)))
                 writer.record_failure(rec, str(exc))
@@ -602,17 +607,24 @@ class Indexer:
             progress(Progress("read", n, len(records), path=rec.path))
         writer.commit()
 
-    def _read_version(self, rec: FileRecord) -> tuple[FileRecord, str, list[Piece]]:
+    def _read_version(
+        self, rec: FileRecord, *, decode_media: bool = True
+    ) -> tuple[FileRecord, str, list[Piece]]:
         """One version of a file: its stat, content hash and pieces, all from the same bytes as far as
         the file system can tell (the stat before and after agree; a file being written is read
-        again), so that text, snippets and vectors never mix two versions."""
+        again), so that text, snippets and vectors never mix two versions. Without `decode_media`
+        image pieces come without pixels (the read pass); with it, each picture is decoded and made
+        the size the model needs, here rather than in the model call."""
+        settings = self._extract_settings(rec.path)
+        if not (decode_media and self.images):
+            settings = replace(settings, decode_media=False)
         for _ in range(3):
             st = os.stat(rec.path)
             now = FileRecord(rec.path, st.st_size, st.st_mtime_ns, rec.kind)
             digest = diff_stage.content_hash(now.path, now.size)
-            pieces = pieces_for_model(
-                extract(now, settings=self._extract_settings(now.path)), images=self.images
-            )
+            pieces = pieces_for_model(extract(now, settings=settings), images=self.images)
+            if settings.decode_media:
+                pieces = [self._fitted(p) for p in pieces]
             after = os.stat(rec.path)
             if (after.st_size, after.st_mtime_ns) == (now.size, now.mtime_ns):
                 break
@@ -733,17 +745,43 @@ class Indexer:
                 failures[pid] = failure_reason(exc)
         return failures
 
+    def _fitted(self, piece: Piece) -> Piece:
+        """An image piece whose decoded picture is made the size the model needs; others as they are.
+        A page kept compressed until use (a PDF render) stays so: decoding it now would cost more
+        memory than it saves."""
+        image = piece.image
+        if not isinstance(image, Image.Image) or getattr(image, "fp", None) is not None:
+            return piece
+        return replace(piece, image=self.embedder.fit_image(image))
+
     def _lookahead(
         self, order: list[str], files: dict[str, FileRecord]
     ) -> Iterator[tuple[str, FileRecord, tuple[FileRecord, str, list[Piece]] | str | None]]:
-        """Extract the next few files in a thread while the caller embeds the current one; each comes
-        with the record of the version that was read (its stat taken just before), or the reason it
-        could not be read, or None for a file that is gone."""
-        q: queue.Queue[tuple[str, FileRecord, tuple[FileRecord, str, list[Piece]] | str | None] | None] = (
-            queue.Queue(maxsize=LOOKAHEAD_FILES)
-        )
+        """Extract the next files in a thread while the caller embeds the current one, up to
+        LOOKAHEAD_BYTES (or LOOKAHEAD_FILES) ahead; each comes with the record of the version that was
+        read (its stat taken just before), or the reason it could not be read, or None for a file
+        that is gone."""
+        Item = tuple[str, FileRecord, tuple[FileRecord, str, list[Piece]] | str | None]
+        ready: collections.deque[tuple[Item, int]] = collections.deque()
+        room = threading.Condition()
+        held = [0]  # bytes in `ready`
+        finished = [False]
         stop = self._stop
         closing = threading.Event()
+
+        def put(item: Item) -> None:
+            size = _item_bytes(item)
+            with room:
+                # Wait for room; an empty queue always takes the next file, however big.
+                while (
+                    ready
+                    and (held[0] + size > LOOKAHEAD_BYTES or len(ready) >= LOOKAHEAD_FILES)
+                    and not closing.is_set()
+                ):
+                    room.wait(0.1)
+                ready.append((item, size))
+                held[0] += size
+                room.notify_all()
 
         def produce() -> None:
             try:
@@ -756,7 +794,7 @@ class Indexer:
                         try:
                             result = self._read_version(rec)
                         except FileNotFoundError:
-                            q.put((file_id, rec, None))
+                            put((file_id, rec, None))
                             continue
                     except ExtractError as exc:
                         result = str(exc)
@@ -764,25 +802,46 @@ class Indexer:
                         result = f"cannot read: {exc.strerror or exc}".lower()
                     except LauncherError as exc:
                         result = str(exc)
-                    q.put((file_id, rec, result))
+                    put((file_id, rec, result))
             finally:
-                q.put(None)
+                with room:
+                    finished[0] = True
+                    room.notify_all()
 
         thread = threading.Thread(target=produce, name="launcher-extract", daemon=True)
         thread.start()
         try:
             while True:
-                item = q.get()
-                if item is None:
-                    break
+                with room:
+                    while not ready and not finished[0]:
+                        room.wait()
+                    if not ready:
+                        break
+                    item, size = ready.popleft()
+                    held[0] -= size
+                    room.notify_all()
                 yield item
         finally:
-            # The consumer may stop early: drain so the producer is never stuck on a full queue.
+            # The consumer may stop early: let the producer see it and end.
             closing.set()
-            while thread.is_alive():
-                with contextlib.suppress(queue.Empty):
-                    q.get(timeout=0.1)
+            with room:
+                room.notify_all()
             thread.join()
+
+
+def _item_bytes(item: tuple[str, FileRecord, tuple[FileRecord, str, list[Piece]] | str | None]) -> int:
+    """About how much memory a read-ahead file holds: its pieces' text and decoded pixels."""
+    result = item[2]
+    if not isinstance(result, tuple):
+        return 0
+    total = 0
+    for piece in result[2]:
+        total += len(piece.text) + len(piece.context)
+        image = piece.image
+        if isinstance(image, Image.Image):
+            w, h = image.size
+            total += w * h * len(image.getbands()) if getattr(image, "fp", None) is None else 0
+    return total
 
 
 def _taken_of(rec: FileRecord) -> int | None:

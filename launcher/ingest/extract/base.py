@@ -33,6 +33,9 @@ class ExtractSettings:
     video_interval_s: float = 10.0  # one frame every this many seconds
     video_max_frames: int = 64  # longer videos get a wider interval instead of a cut-off tail
     max_archive_bytes: int = 512 * 1024 * 1024  # office/epub XML may not expand past this (zip bombs)
+    # False: pieces without pixels (an image piece's `image` is None), for the read pass, which only
+    # stores the pieces' text and places; the embed pass decodes each picture, page and frame once.
+    decode_media: bool = True
 
 
 def context_of(record: FileRecord) -> str:

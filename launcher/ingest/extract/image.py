@@ -25,7 +25,9 @@ warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 def extract_image(record: FileRecord, settings: ExtractSettings) -> Iterator[Piece]:
     """The image as one piece (RGB, or RGBA when it has transparency), its file name as text."""
-    image = load_image(record.path, settings.max_image_pixels)
+    image = load_image(record.path, settings.max_image_pixels) if settings.decode_media else None
+    if image is None:
+        check_header(record.path, settings.max_image_pixels)
     name = os.path.basename(record.path)
     yield Piece(text=name, image=image, locator=Locator(), context=context_of(record), modality="image")
 
@@ -89,6 +91,26 @@ def load_image(path: str, max_pixels: int) -> Image.Image:
         if isinstance(exc, (FileNotFoundError, PermissionError)):
             raise
         # Pillow reports truncated and corrupt data as OSError ("image file is truncated ...").
+        reason = str(exc).strip().splitlines()[0].lower() if str(exc).strip() else type(exc).__name__
+        raise ExtractError(f"corrupt image ({reason})") from exc
+
+
+def check_header(path: str, max_pixels: int) -> None:
+    """ExtractError unless the file's header is a known image format within the pixel cap; nothing
+    is decoded (the read pass: the embed pass decodes the picture, once)."""
+    if path.lower().endswith(HEIF_EXTENSIONS) and not _enable_heif():
+        raise ExtractError("heic support not installed; pip install pillow-heif")
+    _allow_pixels(max_pixels)
+    try:
+        with Image.open(path) as opened:
+            check_pixels(*opened.size, max_pixels)
+    except Image.DecompressionBombError as exc:
+        raise ExtractError(_too_large_message(None, None, max_pixels)) from exc
+    except UnidentifiedImageError as exc:
+        raise ExtractError("not a readable image (unknown format or corrupt header)") from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        if isinstance(exc, (FileNotFoundError, PermissionError)):
+            raise
         reason = str(exc).strip().splitlines()[0].lower() if str(exc).strip() else type(exc).__name__
         raise ExtractError(f"corrupt image ({reason})") from exc
 

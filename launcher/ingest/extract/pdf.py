@@ -52,7 +52,8 @@ def extract_pdf(record: FileRecord, settings: ExtractSettings) -> Iterator[Piece
             if text.strip():
                 yield from text_pieces(record, numbered(text), settings, page=number)
             if rendered is not None:
-                image = _lazy_png(rendered)  # outside the lock: other threads may use PDFium meanwhile
+                # Outside the lock: other threads may use PDFium meanwhile.
+                image = _lazy_png(rendered) if isinstance(rendered, Image.Image) else None
                 snippet = " ".join(text.split())[:_SNIPPET_CHARS]
                 yield Piece(
                     text=snippet, image=image, locator=Locator(page=number), context=context, modality="image"
@@ -81,8 +82,9 @@ def _open(path: str) -> pdfium.PdfDocument:
 
 def _read_page(
     doc: pdfium.PdfDocument, number: int, settings: ExtractSettings
-) -> tuple[str, Image.Image | None]:
-    """One page's text and, when rendering, its bitmap; every PDFium handle closed before return."""
+) -> tuple[str, Image.Image | bool | None]:
+    """One page's text and, when rendering, its bitmap (True instead when pixels are not wanted now,
+    `decode_media` off, and the page would render); every PDFium handle closed before return."""
     try:
         page = doc[number - 1]
     except pdfium.PdfiumError as exc:
@@ -96,18 +98,24 @@ def _read_page(
             textpage.close()
         # PDFium ends lines with \r\n and marks soft hyphens and unknown glyphs with control characters.
         text = text.replace("\r\n", "\n").replace("\x02", "").replace("\ufffe", "").replace("\x00", "")
-        image = _render(page, settings) if settings.pdf_render else None
+        image: Image.Image | bool | None = None
+        if settings.pdf_render:
+            image = _render(page, settings) if settings.decode_media else _renders(page)
     finally:
         page.close()
     return text, image
 
 
+def _renders(page: pdfium.PdfPage) -> bool | None:
+    """True when _render would draw the page (its box is not degenerate), else None."""
+    return True if max(page.get_size()) > 0 else None
+
+
 def _render(page: pdfium.PdfPage, settings: ExtractSettings) -> Image.Image | None:
     """The page at `render_max_side` pixels on its longest side, as RGB."""
-    width, height = page.get_size()
-    longest = max(width, height)
-    if not longest > 0:
+    if not _renders(page):
         return None  # a degenerate page box: nothing to draw
+    longest = max(page.get_size())
     bitmap = page.render(scale=settings.render_max_side / longest, may_draw_forms=False)
     try:
         # to_pil() may share the bitmap's memory; convert() copies it before the bitmap is freed.

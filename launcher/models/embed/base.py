@@ -106,6 +106,11 @@ class Embedder(ABC):
         """Embed one image."""
         return self.embed_one(EmbedInput(images=[image], instruction=instruction), dims=dims)
 
+    def fit_image(self, image: Any) -> Any:
+        """The picture as this model will see it, made ahead of the model call (so a full-size decode
+        need not wait in memory for its turn); embedding the result gives the same vector."""
+        return image
+
     def identity(self) -> dict[str, Any]:
         """What the vectors depend on, stamped into an index so models are never mixed."""
         return {"name": self.name, "dims": self.dims}

@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from launcher.core.errors import InputError, InputTooLong, LauncherError, ModelError
 from launcher.core.records import Matrix
 from launcher.models import gguf_meta
 from launcher.models.embed.base import Embedder, EmbedInput, l2_normalize
 from launcher.models.embed.prompt import IMAGE_TOKENS, as_utf8, build_prompt
-from launcher.models.imageprep import prepare_image
+from launcher.models.imageprep import FACTOR, prepare_image, smart_resize
 from launcher.models.runtime import (
     CHAT_ARCHITECTURES,
     IMAGE_SLOT,
@@ -259,6 +260,16 @@ class LlamaEmbedder(Embedder):
             if self._capture is not None:
                 return self._capture.take_last(1)[0]
             return self._read_seq(0)
+
+    def fit_image(self, image: Any) -> Any:
+        """Converted and resized exactly as _embed_multimodal would do it, so the model's own
+        preparation finds nothing left to change (same pixels, same vector)."""
+        opts = self.options
+        prepared = prepare_image(image, min_pixels=opts.image_min_pixels, max_pixels=opts.image_max_pixels)
+        size = (prepared.height, prepared.width)
+        if smart_resize(*size, FACTOR, opts.image_min_pixels, opts.image_max_pixels) != size:
+            return image  # the rare extreme aspect ratio that would be resized again: leave it whole
+        return Image.fromarray(prepared.pixels, "RGB")
 
     def count_image_tokens(self, image: Any) -> int:
         """Visual tokens one image costs under the current pixel budget."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import warnings
@@ -74,6 +75,22 @@ def _exif_ns(stamp: object, offset: object) -> int | None:
 
 def load_image(path: str, max_pixels: int) -> Image.Image:
     """A fully decoded, upright image, or ExtractError for an unreadable, truncated or oversized one."""
+    with _opened(path, max_pixels) as opened:
+        opened.load()
+        return _plain_mode(_upright(opened))
+
+
+def check_header(path: str, max_pixels: int) -> None:
+    """ExtractError unless the file's header is a known image format within the pixel cap; nothing
+    is decoded (the read pass: the embed pass decodes the picture, once)."""
+    with _opened(path, max_pixels):
+        pass
+
+
+@contextlib.contextmanager
+def _opened(path: str, max_pixels: int) -> Iterator[Image.Image]:
+    """The image opened within the decompression-bomb cap (its header read, nothing decoded yet);
+    what Pillow raises in the block, decoding included, becomes a one-line ExtractError."""
     if path.lower().endswith(HEIF_EXTENSIONS) and not _enable_heif():
         raise ExtractError("heic support not installed; pip install pillow-heif")
     _allow_pixels(max_pixels)
@@ -81,8 +98,7 @@ def load_image(path: str, max_pixels: int) -> Image.Image:
         with Image.open(path) as opened:
             # The header gives the size; nothing has been decoded yet.
             check_pixels(*opened.size, max_pixels)
-            opened.load()
-            return _plain_mode(_upright(opened))
+            yield opened
     except Image.DecompressionBombError as exc:
         raise ExtractError(_too_large_message(None, None, max_pixels)) from exc
     except UnidentifiedImageError as exc:
@@ -91,26 +107,6 @@ def load_image(path: str, max_pixels: int) -> Image.Image:
         if isinstance(exc, (FileNotFoundError, PermissionError)):
             raise
         # Pillow reports truncated and corrupt data as OSError ("image file is truncated ...").
-        reason = str(exc).strip().splitlines()[0].lower() if str(exc).strip() else type(exc).__name__
-        raise ExtractError(f"corrupt image ({reason})") from exc
-
-
-def check_header(path: str, max_pixels: int) -> None:
-    """ExtractError unless the file's header is a known image format within the pixel cap; nothing
-    is decoded (the read pass: the embed pass decodes the picture, once)."""
-    if path.lower().endswith(HEIF_EXTENSIONS) and not _enable_heif():
-        raise ExtractError("heic support not installed; pip install pillow-heif")
-    _allow_pixels(max_pixels)
-    try:
-        with Image.open(path) as opened:
-            check_pixels(*opened.size, max_pixels)
-    except Image.DecompressionBombError as exc:
-        raise ExtractError(_too_large_message(None, None, max_pixels)) from exc
-    except UnidentifiedImageError as exc:
-        raise ExtractError("not a readable image (unknown format or corrupt header)") from exc
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        if isinstance(exc, (FileNotFoundError, PermissionError)):
-            raise
         reason = str(exc).strip().splitlines()[0].lower() if str(exc).strip() else type(exc).__name__
         raise ExtractError(f"corrupt image ({reason})") from exc
 

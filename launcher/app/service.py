@@ -284,6 +284,7 @@ class LauncherService:
     def _load(self) -> None:
         from launcher.models.catalogue import resolve_model
         from launcher.models.embed import load_embedder
+        from launcher.models.runtime import QUERY_LANE_TOKENS, LlamaOptions
 
         o = self.options
         if o.watch:
@@ -292,6 +293,11 @@ class LauncherService:
             # niced worker (see `launcher watch`). Read when llama.cpp loads, just below; queries
             # pay nothing measurable for it (LAUNCHER_README, Search).
             os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+            # Queries get a small context of their own on the same weights, so that a search never
+            # waits for the picture the watcher is encoding (LAUNCHER_README, Priority).
+            engine = o.engine_options or LlamaOptions()
+            if not engine.query_ctx:
+                o = replace(o, engine_options=replace(engine, query_ctx=QUERY_LANE_TOKENS))
         if Store.exists(self.index_dir):
             self.searcher = Searcher(
                 self.index_dir, model=o.model, mmproj=o.mmproj, engine_options=o.engine_options
@@ -670,6 +676,10 @@ class LauncherService:
                 "name": getattr(self.embedder, "name", None),
                 "file": self.model_file,
                 "images": bool(getattr(self.embedder, "supports_images", False)),
+                "query_lane": {
+                    "tokens": getattr(self.embedder, "query_lane_tokens", 0),
+                    "calls": getattr(self.embedder, "lane_calls", 0),
+                },
             },
             "model_loads": loads,
             "searches": self.counters.searches,

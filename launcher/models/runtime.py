@@ -38,6 +38,9 @@ POOLING_TYPE_RANK = int(lc.LLAMA_POOLING_TYPE_RANK)
 IMAGE_SLOT = "\ud800"
 
 
+QUERY_LANE_TOKENS = 512  # the query lane's context: a typed query is a few dozen tokens
+
+
 @dataclass(frozen=True)
 class LlamaOptions:
     """How to run the model; every field has a sensible default for a laptop CPU."""
@@ -57,6 +60,11 @@ class LlamaOptions:
     # matrix per head), at a small drift on long inputs (worst cosine 0.99976 on an 1800-token image
     # against 0.9999972 without it; see ENGINE_NOTES and tests/test_engine.py).
     flash_attn: bool = False
+    # A second, small context on the same weights for text queries that arrive while the main
+    # context is busy (a resident process embedding in the background): tokens, 0 for none. The
+    # weights are shared; the lane costs its own KV cache and compute buffers (LAUNCHER_README,
+    # Memory), and a query no longer waits for a background decode to end.
+    query_ctx: int = 0
 
 
 def default_threads() -> int:
@@ -293,6 +301,7 @@ class LlamaRuntime:
         self.capture: NormCapture | None = None
         self.n_ctx = 0
         self.n_batch = 0
+        self.owns_model = True
         init_backend()
         try:
             self._load_model()
@@ -320,6 +329,18 @@ class LlamaRuntime:
         self.vocab = lc.llama_model_get_vocab(self.model)
         self.n_ctx_train = int(lc.llama_model_n_ctx_train(self.model))
         self.n_embd = int(lc.llama_model_n_embd_out(self.model))
+
+    def sibling(self) -> LlamaRuntime:
+        """A runtime on the same loaded weights with no context yet (open_context next): its own
+        context and batch, usable from another thread at the same time; close() it first."""
+        other = LlamaRuntime.__new__(LlamaRuntime)
+        other.model_path, other.options, other.n_threads = self.model_path, self.options, self.n_threads
+        other.model, other.vocab = self.model, self.vocab
+        other.n_ctx_train, other.n_embd = self.n_ctx_train, self.n_embd
+        other.ctx = other.batch = other.mctx = other.capture = None
+        other.n_ctx = other.n_batch = 0
+        other.owns_model = False
+        return other
 
     def classifier_labels(self) -> list[bytes]:
         """The labels of the model's classifier outputs (a reranker's ["yes", "no"])."""
@@ -389,7 +410,7 @@ class LlamaRuntime:
             raise ModelError(f"mmproj {mmproj_path.name} has no vision encoder")
 
     def close(self) -> None:
-        """Free mtmd, batch, context and model, in that order."""
+        """Free mtmd, batch, context and model (a sibling leaves the model to its owner), in that order."""
         if self.mctx:
             mt.mtmd_free(self.mctx)
             self.mctx = None
@@ -399,9 +420,9 @@ class LlamaRuntime:
         if self.ctx:
             lc.llama_free(self.ctx)
             self.ctx = None
-        if self.model:
+        if self.model and self.owns_model:
             lc.llama_model_free(self.model)
-            self.model = None
+        self.model = None
 
     # -- text ----------------------------------------------------------------------------------
 

@@ -50,6 +50,12 @@ class LlamaEmbedder(Embedder):
         self.mmproj_path = Path(mmproj_path).expanduser() if mmproj_path else None
         self._runtime: LlamaRuntime | None = None
         self._lock = threading.Lock()  # one decode at a time: the context holds one batch's state
+        # The query lane (LlamaOptions.query_ctx): a text input that finds the main context busy
+        # is embedded on it at once instead of waiting for the decode under way.
+        self._lane: LlamaRuntime | None = None
+        self._lane_lock = threading.Lock()
+        self.query_lane_tokens = 0  # the lane's context, 0 without one
+        self.lane_calls = 0  # calls the lane answered (the resident process reports it)
         # Calls under way (tokenizing runs outside the decode lock); close() waits for them to end,
         # so that no thread is ever inside llama.cpp when the model is freed.
         self._users = 0
@@ -94,8 +100,7 @@ class LlamaEmbedder(Embedder):
             capture=self.chat_format and opts.last_token_capture,
             pooling="last" if self.chat_format else None,
         )
-        self._capture = rt.capture
-        if self._capture is None and not rt.pools():
+        if rt.capture is None and not rt.pools():
             raise ModelError(f"model {self.model_path.name} has no pooling: it is not an embedding model")
         self.n_ctx = rt.n_ctx
         self.n_batch = n_batch
@@ -109,6 +114,18 @@ class LlamaEmbedder(Embedder):
         if self.mmproj_path is not None:
             rt.open_mtmd(self.mmproj_path, published_with="model")
         self.supports_images = rt.mctx is not None
+        if opts.query_ctx > 0:
+            lane_ctx = min(opts.query_ctx, self.n_ctx)
+            self._lane = rt.sibling()
+            # Same flash-attention setting and capture as the main context: the same vector.
+            self._lane.open_context(
+                lane_ctx,
+                min(n_batch, lane_ctx) if causal else lane_ctx,
+                flash_attn=opts.flash_attn,
+                capture=self.chat_format and opts.last_token_capture,
+                pooling="last" if self.chat_format else None,
+            )
+            self.query_lane_tokens = self._lane.n_ctx
 
     def identity(self) -> dict[str, Any]:
         """Model file, mmproj and format: what the vectors depend on."""
@@ -145,6 +162,10 @@ class LlamaEmbedder(Embedder):
                 self._closed = True
                 while self._users:
                     idle.wait()
+        lane = getattr(self, "_lane", None)
+        if lane is not None:  # before the runtime that owns the weights it runs on
+            lane.close()
+            self._lane = None
         runtime = getattr(self, "_runtime", None)
         if runtime is not None:
             runtime.close()
@@ -189,29 +210,50 @@ class LlamaEmbedder(Embedder):
 
     def embed_batch(self, inputs: Sequence[EmbedInput]) -> Matrix:
         """Text-only inputs share decodes; inputs with images go through mtmd one at a time."""
+        with self._in_use():
+            if self._lane is not None and inputs and not any(i.has_images for i in inputs):
+                if not self._lock.acquire(blocking=False):
+                    lane = self._on_lane(inputs)
+                    if lane is not None:
+                        return lane
+                    self._lock.acquire()  # too long for the lane: wait for the main context
+            else:
+                self._lock.acquire()
+            try:
+                return self._embed_locked(inputs)
+            finally:
+                self._lock.release()
+
+    def _on_lane(self, inputs: Sequence[EmbedInput]) -> Matrix | None:
+        """Text inputs embedded on the query lane while the main context is busy; None when one of
+        them does not fit the lane's context."""
+        assert self._lane is not None
+        seqs = [self.tokenize(self.prompt_for(item)) for item in inputs]
+        if max(len(s) for s in seqs) > self._lane.n_ctx:
+            return None
+        with self._lane_lock:
+            self.lane_calls += 1
+            return l2_normalize(self._embed_token_seqs(seqs, self._lane))
+
+    def _embed_locked(self, inputs: Sequence[EmbedInput]) -> Matrix:
         out = np.empty((len(inputs), self.dims), dtype=np.float32)
-        with self._in_use(), self._lock:
-            text_rows: list[int] = []
-            token_seqs: list[list[int]] = []
-            for row, item in enumerate(inputs):
-                if item.has_images:
-                    if not self.supports_images:
-                        raise InputError(
-                            f"model {self.name} cannot embed images: "
-                            + (
-                                "pass its mmproj with --mmproj"
-                                if self.chat_format
-                                else "it is a text-only model"
-                            )
-                        )
-                    out[row] = self._embed_multimodal(item)
-                else:
-                    tokens = self.tokenize(self.prompt_for(item))
-                    self._check_length(len(tokens))
-                    text_rows.append(row)
-                    token_seqs.append(tokens)
-            if token_seqs:
-                out[text_rows] = self._embed_token_seqs(token_seqs)
+        text_rows: list[int] = []
+        token_seqs: list[list[int]] = []
+        for row, item in enumerate(inputs):
+            if item.has_images:
+                if not self.supports_images:
+                    raise InputError(
+                        f"model {self.name} cannot embed images: "
+                        + ("pass its mmproj with --mmproj" if self.chat_format else "it is a text-only model")
+                    )
+                out[row] = self._embed_multimodal(item)
+            else:
+                tokens = self.tokenize(self.prompt_for(item))
+                self._check_length(len(tokens))
+                text_rows.append(row)
+                token_seqs.append(tokens)
+        if token_seqs:
+            out[text_rows] = self._embed_token_seqs(token_seqs, self._rt)
         return l2_normalize(out)
 
     def _check_length(self, n_tokens: int) -> None:
@@ -231,18 +273,15 @@ class LlamaEmbedder(Embedder):
             raise LauncherError("the embedder is closed")
         return self._runtime
 
-    def _read_seq(self, seq_id: int) -> np.ndarray:
-        return self._rt.pooled(seq_id, self.dims, "pooled embedding")
-
-    def _embed_token_seqs(self, seqs: list[list[int]]) -> Matrix:
+    def _embed_token_seqs(self, seqs: list[list[int]], rt: LlamaRuntime) -> Matrix:
         """Whole sequences packed into shared decodes by the runtime, read at their last token."""
         out = np.empty((len(seqs), self.dims), dtype=np.float32)
-        for group in self._rt.decode_packed(seqs):
-            if self._capture is not None:
-                out[group] = self._capture.take_last(len(group))
+        for group in rt.decode_packed(seqs):
+            if rt.capture is not None:
+                out[group] = rt.capture.take_last(len(group))
             else:
                 for seq_id, idx in enumerate(group):
-                    out[idx] = self._read_seq(seq_id)
+                    out[idx] = rt.pooled(seq_id, self.dims, "pooled embedding")
         return out
 
     def _embed_multimodal(self, item: EmbedInput) -> np.ndarray:
@@ -257,9 +296,9 @@ class LlamaEmbedder(Embedder):
             self._check_length(rt.chunk_tokens(chunks))
             rt.clear_memory()
             rt.eval_chunks(chunks)
-            if self._capture is not None:
-                return self._capture.take_last(1)[0]
-            return self._read_seq(0)
+            if rt.capture is not None:
+                return rt.capture.take_last(1)[0]
+            return rt.pooled(0, self.dims, "pooled embedding")
 
     def fit_image(self, image: Any) -> Any:
         """Converted and resized exactly as _embed_multimodal would do it, so the model's own

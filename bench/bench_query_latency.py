@@ -1,7 +1,7 @@
 """Query latency in the resident process, idle and while its watcher embeds in the background.
 
     python bench/bench_query_latency.py [--model GGUF --mmproj GGUF] [--threads 2] [--image-tokens 256]
-                                        [--configs lane,no-lane,spin] [--rounds 3] [--queries 20]
+                                        [--configs lane,no-lane,lane-spin,spin] [--rounds 3] [--queries 20]
 
 `launcher launch --watch` answers queries with the model its watcher embeds with. Two settings
 decide how long a query waits for it:
@@ -10,7 +10,8 @@ decide how long a query waits for it:
 - OpenMP's wait policy (PASSIVE in `launch --watch`): llama.cpp's threads sleep at barriers instead
   of spinning, so the niced worker does not hold both cores while it waits.
 Configurations: `lane` (both, the default of `launch --watch`), `no-lane` (PASSIVE, no lane: the
-watcher's model call under way must end first), `spin` (no lane, the OpenMP default policy).
+watcher's model call under way must end first), `lane-spin` and `spin` (the same with OpenMP's
+default policy).
 
 Each round starts one fresh process per configuration, alternating, so that the noise of a shared
 machine falls on all alike. In each process `idle` embeds the queries one at a time with nothing
@@ -37,8 +38,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 CHILD = r"""
-import json, statistics, sys, tempfile, time
+import faulthandler, json, statistics, sys, tempfile, time
 from contextlib import nullcontext
+faulthandler.enable()
 from pathlib import Path
 p = json.loads(sys.argv[1])
 sys.path.insert(0, p["root"])
@@ -86,12 +88,16 @@ with tempfile.TemporaryDirectory() as home:
     result["still_embedding"] = progress.get("phase") == "embed"
     watcher.stop()
 result["lane_calls"] = emb.lane_calls
+# Waits for the watcher's model call still under way: exiting with a thread inside llama.cpp
+# would tear down ggml's statics under it.
+emb.close()
 print(json.dumps(result))
 """
 CONFIGS = {
     # name: (OMP_WAIT_POLICY or None for unset, query lane tokens)
     "lane": ("PASSIVE", 512),
     "no-lane": ("PASSIVE", 0),
+    "lane-spin": (None, 512),
     "spin": (None, 0),
 }
 
@@ -159,7 +165,9 @@ def main() -> None:
                 text=True,
             )
             if done.returncode != 0:
-                raise SystemExit(f"{name}: the measuring process failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+                raise SystemExit(
+                    f"{name}: the measuring process failed (exit {done.returncode}):\n{done.stderr[-3000:]}"
+                )
             run = json.loads(done.stdout.strip().splitlines()[-1])
             runs[name].append(run)
             short = {k: v for k, v in run.items() if k not in ("idle", "busy")}

@@ -38,7 +38,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 CHILD = r"""
-import faulthandler, json, statistics, sys, tempfile, time
+import faulthandler, json, os, statistics, sys, tempfile, time
 from contextlib import nullcontext
 faulthandler.enable()
 from pathlib import Path
@@ -88,10 +88,10 @@ with tempfile.TemporaryDirectory() as home:
     result["still_embedding"] = progress.get("phase") == "embed"
     watcher.stop()
 result["lane_calls"] = emb.lane_calls
-# Waits for the watcher's model call still under way: exiting with a thread inside llama.cpp
-# would tear down ggml's statics under it.
-emb.close()
-print(json.dumps(result))
+print(json.dumps(result), flush=True)
+# The watcher's model call may still be under way (up to EMBED_UNIT pictures): a normal exit would
+# tear down ggml's statics under that thread (a segfault), and emb.close() would wait for the call.
+os._exit(0)
 """
 CONFIGS = {
     # name: (OMP_WAIT_POLICY or None for unset, query lane tokens)

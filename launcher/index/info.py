@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -161,3 +162,29 @@ def _num(id_: str, prefix: str) -> int:
     if not isinstance(id_, str) or id_[:1] != prefix or not id_[1:].isdigit():
         raise KeyError(f"not a {'file' if prefix == 'f' else 'piece'} id: {id_!r}")
     return int(id_[1:])
+
+
+class FileLookups:
+    """The file lookups the reader and the writer share, over their file table (the writer's
+    includes its uncommitted changes)."""
+
+    _table: FileTable
+
+    def file(self, file_id: FileId) -> FileInfo | None:
+        """One file by id, None when it is not (or no longer) indexed."""
+        fid = _num(file_id, "f")
+        return _info(self._table, fid) if fid in self._table.rows else None
+
+    def file_by_path(self, path: str) -> FileInfo | None:
+        """The file indexed at this exact path."""
+        fid = self._table.by_path().get(path)
+        return None if fid is None else _info(self._table, fid)
+
+    def file_by_hash(self, content_hash: str) -> list[FileInfo]:
+        """Files with this content hash (a moved or copied file)."""
+        return [_info(self._table, fid) for fid in self._table.by_hash().get(content_hash, ())]
+
+    def files(self) -> Iterator[FileInfo]:
+        """Every indexed file."""
+        for fid in list(self._table.rows):
+            yield _info(self._table, fid)

@@ -41,7 +41,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -53,12 +53,11 @@ from launcher.core.records import KINDS, Locator, Matrix
 from launcher.index.info import (
     Failure,
     FileColumns,
-    FileInfo,
+    FileLookups,
     PieceBlock,
     PieceInfo,
     Stats,
     VectorBlock,
-    _info,
     _num,
     _ords,
 )
@@ -96,7 +95,7 @@ from launcher.index.segments import (
 from launcher.index.writer import Writer
 
 
-class Store:
+class Store(FileLookups):
     """A read-only snapshot of the index at one generation. Cheap to open; never takes the lock."""
 
     def __init__(
@@ -238,25 +237,6 @@ class Store:
         return stored_options(self.manifest)
 
     # files
-
-    def files(self) -> Iterator[FileInfo]:
-        """Every indexed file."""
-        for fid in self._table.rows:
-            yield _info(self._table, fid)
-
-    def file(self, file_id: FileId) -> FileInfo | None:
-        """One file by id, None when it is not (or no longer) indexed."""
-        fid = _num(file_id, "f")
-        return _info(self._table, fid) if fid in self._table.rows else None
-
-    def file_by_path(self, path: str) -> FileInfo | None:
-        """The file indexed at this exact path."""
-        fid = self._table.by_path().get(path)
-        return None if fid is None else _info(self._table, fid)
-
-    def file_by_hash(self, content_hash: str) -> list[FileInfo]:
-        """Files with this content hash (a moved or copied file)."""
-        return [_info(self._table, fid) for fid in self._table.by_hash().get(content_hash, ())]
 
     def failures(self) -> list[Failure]:
         """Skipped paths and files that failed (wholly or partly), sorted by path."""

@@ -8,7 +8,7 @@ import json
 import os
 import secrets
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,9 +22,8 @@ from launcher.index import keywords
 from launcher.index.compaction import Compaction
 from launcher.index.info import (
     Failure,
-    FileInfo,
+    FileLookups,
     PieceMeta,
-    _info,
     _num,
 )
 from launcher.index.manifest import (
@@ -94,7 +93,7 @@ def _check_identity(root: Path, m: dict[str, Any], identity: dict[str, Any], dim
         )
 
 
-class Writer(Compaction):
+class Writer(Compaction, FileLookups):
     """The one writer: add, move and remove files, attach vectors, commit atomically.
 
     Changes are invisible to readers until `commit()`. Used as a context manager it commits on a
@@ -250,25 +249,6 @@ class Writer(Compaction):
     def generation(self) -> int:
         """The last committed generation."""
         return self._base.generation
-
-    def file(self, file_id: FileId) -> FileInfo | None:
-        """One file by id."""
-        fid = _num(file_id, "f")
-        return _info(self._table, fid) if fid in self._table.rows else None
-
-    def file_by_path(self, path: str) -> FileInfo | None:
-        """The file indexed at this exact path."""
-        fid = self._table.by_path().get(path)
-        return None if fid is None else _info(self._table, fid)
-
-    def file_by_hash(self, content_hash: str) -> list[FileInfo]:
-        """Files with this content hash."""
-        return [_info(self._table, fid) for fid in self._table.by_hash().get(content_hash, ())]
-
-    def files(self) -> Iterator[FileInfo]:
-        """Every indexed file."""
-        for fid in list(self._table.rows):
-            yield _info(self._table, fid)
 
     def failure(self, path: str) -> Failure | None:
         """The recorded skip for a path."""

@@ -290,8 +290,8 @@ class LauncherService:
         if o.watch:
             # The watcher embeds in the background through the same llama.cpp threads as the queries;
             # spinning OpenMP threads would hold both cores while they wait at barriers behind the
-            # niced worker (see `launcher watch`). Read when llama.cpp loads, just below; queries
-            # pay nothing measurable for it (LAUNCHER_README, Search).
+            # niced worker (see `launcher watch`). Read when llama.cpp loads, just below; an idle
+            # query pays about 5 ms for it on MiniLM (LAUNCHER_README, Priority).
             os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
             # Queries get a small context of their own on the same weights, so that a search never
             # waits for the picture the watcher is encoding (LAUNCHER_README, Priority).

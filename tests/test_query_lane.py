@@ -18,7 +18,7 @@ from conftest import MINILM, TINY_F16, TINY_MMPROJ
 from PIL import Image
 
 from launcher.index.store import Store
-from launcher.ingest.pipeline import Indexer, IndexOptions
+from launcher.ingest.pipeline import Indexer, IndexOptions, embed_spans
 from launcher.models.embed import QUERY_INSTRUCTION, EmbedInput, load_embedder
 from launcher.models.runtime import LlamaOptions
 from launcher.watch.watcher import Watcher
@@ -148,3 +148,43 @@ def _vectors(index_dir: Path) -> dict[str, np.ndarray]:
     """Each file's piece vectors, by file name."""
     store = Store.open(index_dir)
     return {Path(f.path).name: store.vectors_of(store.pieces_of(f.file_id)) for f in store.files()}
+
+
+def test_embed_spans_give_each_picture_a_call_of_its_own() -> None:
+    alone = [False, False, True, False, False, False, True, True]
+    assert list(embed_spans(alone, 2)) == [(0, 2), (2, 3), (3, 5), (5, 6), (6, 7), (7, 8)]
+    assert list(embed_spans([False] * 5, 8)) == [(0, 5)]
+    assert list(embed_spans([], 8)) == []
+
+
+def test_the_watcher_embeds_one_page_per_model_call(
+    tmp_path: Path, tiny_vl: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A picture query waits for the model call under way: the watcher's calls that hold a picture
+    or a PDF page hold nothing else, while text pieces still share calls."""
+    from tests.test_extract import make_pdf, scanned_page
+
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "scans.pdf").write_bytes(make_pdf([scanned_page() for _ in range(5)]))
+    long_text = "\n\n".join(f"Paragraph {i} about the garden shed and its roof." * 12 for i in range(40))
+    (folder / "notes.txt").write_text(long_text, encoding="utf-8")
+    calls: list[tuple[int, int]] = []  # (inputs, of which with images)
+    real = tiny_vl.embed
+
+    def counting(inputs: Any, **kw: Any) -> Any:
+        calls.append((len(inputs), sum(1 for i in inputs if i.has_images)))
+        return real(inputs, **kw)
+
+    monkeypatch.setattr(tiny_vl, "embed", counting)
+    watcher = Watcher(tmp_path / "index", [folder], tiny_vl, IndexOptions(), embed_unit=8)
+    watcher.start()
+    try:
+        assert watcher.wait_idle(LIVENESS_S)
+    finally:
+        watcher.stop()
+    with_images = [c for c in calls if c[1]]
+    assert len(with_images) >= 5 and all(n == 1 for n, _ in with_images)
+    assert any(n > 1 for n, imgs in calls if not imgs), "text pieces no longer share calls"
+    stats = Store.open(tmp_path / "index").stats()
+    assert stats.pending == 0 and stats.embedded == stats.pieces

@@ -129,6 +129,20 @@ def _noop(_: Progress) -> None:
     pass
 
 
+def embed_spans(alone: Sequence[bool], step: int) -> Iterator[tuple[int, int]]:
+    """(start, end) ranges over len(alone) pieces, each at most `step` long, a piece marked `alone`
+    in a range of its own."""
+    a = 0
+    n = len(alone)
+    while a < n:
+        b = a + 1
+        if not alone[a]:
+            while b < n and b - a < step and not alone[b]:
+                b += 1
+        yield a, b
+        a = b
+
+
 def token_budget(embedder: Embedder, options: IndexOptions) -> TokenBudget:
     """How pieces are measured for this model: its own tokenizer, its input limit (the whole prompt,
     instruction and file-name context included) and its target piece size."""
@@ -685,16 +699,19 @@ class Indexer:
                 wanted = writer.piece_positions(file_id, piece_ids)
             # A very long file is embedded (and committed) in slices, so a kill loses little of it.
             step = unit or min(len(wanted), EMBED_SLICE) or 1
+            # Small units (the watcher's) give a picture or page a model call of its own: its vision
+            # encode cannot be interrupted, and a picture query waits for the call under way.
+            alone = [unit is not None and self.images and pieces[i].image is not None for i in wanted]
             failed: dict[str, str] = {}
-            for a in range(0, len(wanted), step):
+            for a, b in embed_spans(alone, step):
                 if a and checkpoint is not None and checkpoint("embed"):
                     # Stopped inside a file: its other pieces stay pending for the next pass.
                     report.interrupted = True
                     break
-                ids = piece_ids[a : a + step]
+                ids = piece_ids[a:b]
                 inputs = [
                     embed_input_for(pieces[i], self.options.instruction, images=self.images)
-                    for i in wanted[a : a + step]
+                    for i in wanted[a:b]
                 ]
                 failures = self._embed_into(writer, ids, inputs)
                 failed.update(failures)

@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import MINILM, TINY_F16, TINY_MMPROJ
 from PIL import Image
 
 from launcher.index.store import Store
@@ -22,6 +21,7 @@ from launcher.ingest.pipeline import Indexer, IndexOptions, embed_spans
 from launcher.models.embed import QUERY_INSTRUCTION, EmbedInput, load_embedder
 from launcher.models.runtime import LlamaOptions
 from launcher.watch.watcher import Watcher
+from tests.conftest import MINILM, TINY_F16, TINY_MMPROJ
 
 QUERY = "where did I put the invoice for the blue bicycle"
 LIVENESS_S = 60  # generous: a liveness bound on a shared machine, not a latency measurement

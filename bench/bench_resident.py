@@ -43,6 +43,9 @@ VARIANTS: dict[str, dict[str, str]] = {
     "small-256": {"LAUNCHER_CTX": "2048", "LAUNCHER_BATCH": "256", "LAUNCHER_FLASH_ATTN": "1"},
     # What 256-token pictures and 512-token text pieces need, with exact attention (no drift).
     "ctx-1024": {"LAUNCHER_CTX": "1024", "LAUNCHER_BATCH": "512"},
+    # The same without the query lane: what the lane costs.
+    "no-lane": {"LAUNCHER_QUERY_LANE": "0"},
+    "ctx-1024-no-lane": {"LAUNCHER_CTX": "1024", "LAUNCHER_BATCH": "512", "LAUNCHER_QUERY_LANE": "0"},
 }
 SLACK = 500 * 1000**2
 QUERY = "a photo of the red bicycle by the lake, taken on holiday"

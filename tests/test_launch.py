@@ -412,6 +412,27 @@ def test_launch_watch_builds_and_follows_the_index(tmp_path: Path) -> None:
         assert launched.stop() == 0
 
 
+def test_the_query_lane_setting(tmp_path: Path) -> None:
+    """`query_lane = 0` turns the lane off (its memory saved; queries wait for the watcher)."""
+    docs = make_notes(tmp_path)
+    home = tmp_path / "home"
+    launched = launch(
+        home,
+        "--hotkey",
+        "none",
+        "--watch",
+        str(docs),
+        "--model",
+        str(MINILM),
+        extra_env={"LAUNCHER_QUERY_LANE": "0"},
+    )
+    try:
+        _wait_for_hit(launched, "how do I renew my passport", "passport renewal.txt")
+        assert launched.get("/api/status").json()["model"]["query_lane"] == {"tokens": 0, "calls": 0}
+    finally:
+        assert launched.stop() == 0
+
+
 # --- reranking through the process: the real tiny GGUF reranker, loaded once, per-request choice ---
 
 RERANKER = FIXTURES / "tiny-reranker" / "tiny-qwen3vl-reranker-f16.gguf"

@@ -284,7 +284,7 @@ class LauncherService:
     def _load(self) -> None:
         from launcher.models.catalogue import resolve_model
         from launcher.models.embed import load_embedder
-        from launcher.models.runtime import QUERY_LANE_TOKENS, LlamaOptions
+        from launcher.models.runtime import LlamaOptions
 
         o = self.options
         if o.watch:
@@ -296,8 +296,11 @@ class LauncherService:
             # Queries get a small context of their own on the same weights, so that a search never
             # waits for the picture the watcher is encoding (LAUNCHER_README, Priority).
             engine = o.engine_options or LlamaOptions()
-            if not engine.query_ctx:
-                o = replace(o, engine_options=replace(engine, query_ctx=QUERY_LANE_TOKENS))
+            lane = int(config.resolve("query_lane"))
+            if lane < 0:
+                raise InputError(f"query_lane must be 0 (none) or a number of tokens, not {lane}")
+            if not engine.query_ctx and lane:
+                o = replace(o, engine_options=replace(engine, query_ctx=lane))
         if Store.exists(self.index_dir):
             self.searcher = Searcher(
                 self.index_dir, model=o.model, mmproj=o.mmproj, engine_options=o.engine_options

@@ -109,6 +109,9 @@ SETTINGS: dict[str, Setting] = {
     "ctx": Setting("LAUNCHER_CTX", "ctx", 4096, int),
     "batch": Setting("LAUNCHER_BATCH", "batch", 1024, int),
     "flash_attn": Setting("LAUNCHER_FLASH_ATTN", "flash_attn", False, boolean),
+    # Tokens of the query lane `launch --watch` gives text queries (0: none, queries wait for the
+    # watcher's model call; saves the lane's memory).
+    "query_lane": Setting("LAUNCHER_QUERY_LANE", "query_lane", 512, int),
     "image_max_tokens": Setting("LAUNCHER_IMAGE_MAX_TOKENS", "image_max_tokens", None, int),
     "query_instruction": Setting("LAUNCHER_QUERY_INSTRUCTION", "query_instruction", None, str),
     "document_instruction": Setting("LAUNCHER_DOCUMENT_INSTRUCTION", "document_instruction", None, str),

@@ -38,9 +38,6 @@ POOLING_TYPE_RANK = int(lc.LLAMA_POOLING_TYPE_RANK)
 IMAGE_SLOT = "\ud800"
 
 
-QUERY_LANE_TOKENS = 512  # the query lane's context: a typed query is a few dozen tokens
-
-
 @dataclass(frozen=True)
 class LlamaOptions:
     """How to run the model; every field has a sensible default for a laptop CPU."""

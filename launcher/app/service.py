@@ -296,9 +296,7 @@ class LauncherService:
             # Queries get a small context of their own on the same weights, so that a search never
             # waits for the picture the watcher is encoding (LAUNCHER_README, Priority).
             engine = o.engine_options or LlamaOptions()
-            lane = int(config.resolve("query_lane"))
-            if lane < 0:
-                raise InputError(f"query_lane must be 0 (none) or a number of tokens, not {lane}")
+            lane = config.resolve("query_lane")
             if not engine.query_ctx and lane:
                 o = replace(o, engine_options=replace(engine, query_ctx=lane))
         if Store.exists(self.index_dir):

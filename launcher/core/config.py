@@ -72,6 +72,14 @@ def rerank_count(value: Any) -> int:
     return n
 
 
+def token_count(value: Any) -> int:
+    """A number of tokens, 0 for none."""
+    n = int(value)
+    if n < 0:
+        raise ValueError(value)
+    return n
+
+
 # Visual tokens per image when `image_max_tokens` is unset. bench_engine.py, shape-true 2B Q4_K_M
 # on 2 CPU threads: 64 / 256 / 1024 tokens take ~2.4 / 8.6 / 51 s per image (the vision encoder
 # grows faster than linearly); the model's report shows diminishing returns past a few hundred.
@@ -111,7 +119,9 @@ SETTINGS: dict[str, Setting] = {
     "flash_attn": Setting("LAUNCHER_FLASH_ATTN", "flash_attn", False, boolean),
     # Tokens of the query lane `launch --watch` gives text queries (0: none, queries wait for the
     # watcher's model call; saves the lane's memory).
-    "query_lane": Setting("LAUNCHER_QUERY_LANE", "query_lane", 512, int),
+    "query_lane": Setting(
+        "LAUNCHER_QUERY_LANE", "query_lane", 512, token_count, "0 (none) or a number of tokens"
+    ),
     "image_max_tokens": Setting("LAUNCHER_IMAGE_MAX_TOKENS", "image_max_tokens", None, int),
     "query_instruction": Setting("LAUNCHER_QUERY_INSTRUCTION", "query_instruction", None, str),
     "document_instruction": Setting("LAUNCHER_DOCUMENT_INSTRUCTION", "document_instruction", None, str),

@@ -26,8 +26,10 @@ warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 def extract_image(record: FileRecord, settings: ExtractSettings) -> Iterator[Piece]:
     """The image as one piece (RGB, or RGBA when it has transparency), its file name as text."""
-    image = load_image(record.path, settings.max_image_pixels) if settings.decode_media else None
-    if image is None:
+    image = None
+    if settings.decode_media:
+        image = load_image(record.path, settings.max_image_pixels)
+    else:
         check_header(record.path, settings.max_image_pixels)
     name = os.path.basename(record.path)
     yield Piece(text=name, image=image, locator=Locator(), context=context_of(record), modality="image")

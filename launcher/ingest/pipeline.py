@@ -51,6 +51,9 @@ COMMIT_SECONDS = float(os.environ.get("LAUNCHER_COMMIT_SECONDS", "5"))
 # the budget still goes through, alone.
 LOOKAHEAD_BYTES = 64 * 1024 * 1024
 LOOKAHEAD_FILES = 16
+# A file read ahead: its id, the record asked for, and what was read (the record of the version read,
+# its content hash and pieces), or why it could not be read, or None for a file that is gone.
+ReadAhead = tuple[str, FileRecord, tuple[FileRecord, str, list[Piece]] | str | None]
 EMBED_SLICE = 64  # pieces of one file handed to the model at once
 
 
@@ -771,36 +774,35 @@ class Indexer:
             return piece
         return replace(piece, image=self.embedder.fit_image(image))
 
-    def _lookahead(
-        self, order: list[str], files: dict[str, FileRecord]
-    ) -> Iterator[tuple[str, FileRecord, tuple[FileRecord, str, list[Piece]] | str | None]]:
+    def _lookahead(self, order: list[str], files: dict[str, FileRecord]) -> Iterator[ReadAhead]:
         """Extract the next files in a thread while the caller embeds the current one, up to
         LOOKAHEAD_BYTES (or LOOKAHEAD_FILES) ahead; each comes with the record of the version that was
         read (its stat taken just before), or the reason it could not be read, or None for a file
         that is gone."""
-        Item = tuple[str, FileRecord, tuple[FileRecord, str, list[Piece]] | str | None]
-        ready: collections.deque[tuple[Item, int]] = collections.deque()
+        ready: collections.deque[tuple[ReadAhead, int]] = collections.deque()
         room = threading.Condition()
-        held = [0]  # bytes in `ready`
-        finished = [False]
+        held = 0  # bytes in `ready`
+        finished = False
         stop = self._stop
         closing = threading.Event()
 
-        def put(item: Item) -> None:
+        def put(item: ReadAhead) -> None:
+            nonlocal held
             size = _item_bytes(item)
             with room:
                 # Wait for room; an empty queue always takes the next file, however big.
                 while (
                     ready
-                    and (held[0] + size > LOOKAHEAD_BYTES or len(ready) >= LOOKAHEAD_FILES)
+                    and (held + size > LOOKAHEAD_BYTES or len(ready) >= LOOKAHEAD_FILES)
                     and not closing.is_set()
                 ):
                     room.wait(0.1)
                 ready.append((item, size))
-                held[0] += size
+                held += size
                 room.notify_all()
 
         def produce() -> None:
+            nonlocal finished
             try:
                 for file_id in order:
                     if stop.is_set() or closing.is_set():
@@ -822,7 +824,7 @@ class Indexer:
                     put((file_id, rec, result))
             finally:
                 with room:
-                    finished[0] = True
+                    finished = True
                     room.notify_all()
 
         thread = threading.Thread(target=produce, name="launcher-extract", daemon=True)
@@ -830,12 +832,12 @@ class Indexer:
         try:
             while True:
                 with room:
-                    while not ready and not finished[0]:
+                    while not ready and not finished:
                         room.wait()
                     if not ready:
                         break
                     item, size = ready.popleft()
-                    held[0] -= size
+                    held -= size
                     room.notify_all()
                 yield item
         finally:
@@ -846,7 +848,7 @@ class Indexer:
             thread.join()
 
 
-def _item_bytes(item: tuple[str, FileRecord, tuple[FileRecord, str, list[Piece]] | str | None]) -> int:
+def _item_bytes(item: ReadAhead) -> int:
     """About how much memory a read-ahead file holds: its pieces' text and decoded pixels."""
     result = item[2]
     if not isinstance(result, tuple):

@@ -28,6 +28,14 @@ def _photo(path: Path, size: tuple[int, int], seed: int) -> Path:
     return path
 
 
+def _photos(folder: Path, stem: str, n: int, size: tuple[int, int], seed: int) -> Path:
+    """A new folder of n photos, stem0.jpg..., each with its own pixels."""
+    folder.mkdir()
+    for i in range(n):
+        _photo(folder / f"{stem}{i}.jpg", size, seed + i)
+    return folder
+
+
 def _record(path: Path, kind: str) -> FileRecord:
     st = path.stat()
     return FileRecord(str(path), st.st_size, st.st_mtime_ns, kind)
@@ -73,10 +81,7 @@ def test_without_decoding_a_bad_header_or_a_bomb_still_fails(tmp_path: Path) -> 
 def test_indexing_decodes_each_picture_and_page_once(
     tmp_path: Path, tiny_vl: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    folder = tmp_path / "docs"
-    folder.mkdir()
-    for i in range(3):
-        _photo(folder / f"photo{i}.jpg", (800, 600), 10 + i)
+    folder = _photos(tmp_path / "docs", "photo", 3, (800, 600), 10)
     (folder / "scan.pdf").write_bytes(make_pdf(["A scanned letter about the garden", scanned_page()]))
     decoded = _count_calls(monkeypatch, image_mod, "load_image")
     rendered = _count_calls(monkeypatch, pdf_mod, "_render")
@@ -101,10 +106,7 @@ def test_a_fitted_picture_gives_the_same_vector(tmp_path: Path, tiny_vl: Any) ->
 def test_read_ahead_stays_within_its_byte_budget(
     tmp_path: Path, tiny_vl: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    folder = tmp_path / "pics"
-    folder.mkdir()
-    for i in range(6):
-        _photo(folder / f"pic{i}.jpg", (512, 512), 20 + i)
+    folder = _photos(tmp_path / "pics", "pic", 6, (512, 512), 20)
     idx = Indexer(tmp_path / "index", tiny_vl)
     one = indexer_mod._item_bytes(
         ("x", _record(folder / "pic0.jpg", "image"), idx._read_version(_record(folder / "pic0.jpg", "image")))

@@ -91,15 +91,20 @@ class LlamaEmbedder(Embedder):
         # Non-causal (BERT-like) models need a whole input in one micro-batch.
         n_batch = min(opts.n_batch, n_ctx) if causal else n_ctx
         self.dims = rt.n_embd
+
         # The CPU flash-attention kernel drifts on long inputs (cosine 0.99976 against the reference
         # for an 1800-token image, 0.9999998 without it), but needs far less memory: an option.
-        rt.open_context(
-            n_ctx,
-            n_batch,
-            flash_attn=opts.flash_attn,
-            capture=self.chat_format and opts.last_token_capture,
-            pooling="last" if self.chat_format else None,
-        )
+        def open_context(on: LlamaRuntime, n_ctx: int, n_batch: int) -> None:
+            # The lane is opened the same way as the main context: the same vectors.
+            on.open_context(
+                n_ctx,
+                n_batch,
+                flash_attn=opts.flash_attn,
+                capture=self.chat_format and opts.last_token_capture,
+                pooling="last" if self.chat_format else None,
+            )
+
+        open_context(rt, n_ctx, n_batch)
         if rt.capture is None and not rt.pools():
             raise ModelError(f"model {self.model_path.name} has no pooling: it is not an embedding model")
         self.n_ctx = rt.n_ctx
@@ -117,14 +122,7 @@ class LlamaEmbedder(Embedder):
         if opts.query_ctx > 0:
             lane_ctx = min(opts.query_ctx, self.n_ctx)
             self._lane = rt.sibling()
-            # Same flash-attention setting and capture as the main context: the same vector.
-            self._lane.open_context(
-                lane_ctx,
-                min(n_batch, lane_ctx) if causal else lane_ctx,
-                flash_attn=opts.flash_attn,
-                capture=self.chat_format and opts.last_token_capture,
-                pooling="last" if self.chat_format else None,
-            )
+            open_context(self._lane, lane_ctx, min(n_batch, lane_ctx) if causal else lane_ctx)
             self.query_lane_tokens = self._lane.n_ctx
 
     def identity(self) -> dict[str, Any]:
@@ -277,12 +275,15 @@ class LlamaEmbedder(Embedder):
         """Whole sequences packed into shared decodes by the runtime, read at their last token."""
         out = np.empty((len(seqs), self.dims), dtype=np.float32)
         for group in rt.decode_packed(seqs):
-            if rt.capture is not None:
-                out[group] = rt.capture.take_last(len(group))
-            else:
-                for seq_id, idx in enumerate(group):
-                    out[idx] = rt.pooled(seq_id, self.dims, "pooled embedding")
+            out[group] = self._last_vectors(rt, len(group))
         return out
+
+    def _last_vectors(self, rt: LlamaRuntime, n: int) -> Matrix:
+        """The vectors of the last decode's n sequences (ids 0..n-1): the captured final norm, or
+        llama.cpp's pooled embeddings."""
+        if rt.capture is not None:
+            return rt.capture.take_last(n)
+        return np.stack([rt.pooled(seq_id, self.dims, "pooled embedding") for seq_id in range(n)])
 
     def _embed_multimodal(self, item: EmbedInput) -> np.ndarray:
         opts = self.options
@@ -296,9 +297,7 @@ class LlamaEmbedder(Embedder):
             self._check_length(rt.chunk_tokens(chunks))
             rt.clear_memory()
             rt.eval_chunks(chunks)
-            if rt.capture is not None:
-                return rt.capture.take_last(1)[0]
-            return rt.pooled(0, self.dims, "pooled embedding")
+            return self._last_vectors(rt, 1)[0]
 
     def fit_image(self, image: Any) -> Any:
         """Converted and resized exactly as _embed_multimodal would do it, so the model's own

@@ -161,3 +161,42 @@ def _vectors(home: Path, path: Path):  # type: ignore[no-untyped-def]
     info = store.file_by_path(str(path))
     assert info is not None
     return store.vectors_of(store.pieces_of(info.file_id))
+
+
+def test_the_context_is_what_pieces_and_pictures_need() -> None:
+    from launcher.models.embed import load_embedder
+    from launcher.models.embed.base import context_needed
+    from tests.conftest import _options
+
+    assert context_needed(512, 256) == 768  # the CPU's defaults: 512-token pieces, 256-token pictures
+    assert context_needed(512, 1800) == 2304  # pictures of 1800 tokens (with --gpu-layers)
+    cases = [
+        (TINY_F16, TINY_MMPROJ, {"image_max_pixels": 256 * 32 * 32}, 768),
+        (TINY_F16, TINY_MMPROJ, {"image_max_pixels": 1800 * 32 * 32}, 2304),
+        (TINY_F16, None, {"chunk_tokens": 1024}, 1280),  # a bigger piece size asks for more
+        (TINY_F16, None, {"n_ctx": 2048}, 2048),  # --ctx is kept as given
+        (MINILM, None, {}, 512),  # never past what the model was trained for
+    ]
+    for model, mmproj, kw, n_ctx in cases:
+        with load_embedder(model, mmproj, _options(**kw)) as e:
+            assert e.max_tokens == n_ctx, (model.name, kw)
+
+
+def test_another_context_size_keeps_the_pieces_and_their_vectors(tmp_path: Path) -> None:
+    docs = _picture_folder(tmp_path)
+    (docs / "long.txt").write_text("\n".join(f"line {i} about herons and egrets" for i in range(400)))
+    home = tmp_path / "home"
+    model = ["--model", str(TINY_F16), "--mmproj", str(TINY_MMPROJ)]
+    first, _ = index(home, str(docs), *model, env={"LAUNCHER_CTX": "4096"})  # the old default
+    assert Store.open(home / "index").identity["chunking"]["limit"] == 4096
+    vectors = _vectors(home, docs / "long.txt")
+    assert len(vectors) > 1
+
+    again, err = index(home, *model)  # the context sized to need: 768 on the CPU
+    assert again["reset_reason"] is None and again["pieces_embedded"] == 0 and "note:" not in err
+    assert Store.open(home / "index").identity["chunking"]["limit"] == 768
+    assert (_vectors(home, docs / "long.txt") == vectors).all()
+
+    smaller, _ = index(home, *model, "--chunk-tokens", "64")  # another piece size: cut again
+    assert smaller["reset_reason"] is not None and smaller["pieces_embedded"] > first["pieces_embedded"]
+    assert Store.open(home / "index").identity["chunking"]["target"] == 64

@@ -402,7 +402,7 @@ def test_launch_watch_builds_and_follows_the_index(tmp_path: Path) -> None:
         _wait_for_hit(launched, "an erupting volcano", "volcano.txt")
         st = launched.get("/api/status").json()
         assert st["model_loads"] == 1 and st["watcher"]["roots"] == [str(docs)]
-        assert st["model"]["query_lane"]["tokens"] == 512  # queries never wait for the watcher
+        assert st["model"]["query_lane"]["tokens"] == 256  # queries never wait for the watcher
         assert st["watcher"]["status"]["state"] in ("watching", "embedding", "reading", "reconciling")
         assert launched.post("/api/watch", {"paused": True}).json() == {"ok": True, "paused": True}
         assert launched.get("/api/status").json()["watcher"]["status"]["paused"] is True

@@ -298,7 +298,10 @@ class LauncherService:
             engine = o.engine_options or LlamaOptions()
             lane = config.resolve("query_lane")
             if not engine.query_ctx and lane:
-                o = replace(o, engine_options=replace(engine, query_ctx=lane))
+                engine = replace(engine, query_ctx=lane)
+            # The watcher's pieces size the context (their size: a setting, or the index's own).
+            engine = replace(engine, chunk_tokens=self._watch_options().chunk_tokens)
+            o = replace(o, engine_options=engine)
         if Store.exists(self.index_dir):
             self.searcher = Searcher(
                 self.index_dir, model=o.model, mmproj=o.mmproj, engine_options=o.engine_options

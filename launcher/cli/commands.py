@@ -124,7 +124,12 @@ FollowSymlinksOpt = Annotated[
 ]
 CtxOpt = Annotated[
     int | None,
-    typer.Option("--ctx", min=16, help="Longest input in tokens (default 4096). (env LAUNCHER_CTX)"),
+    typer.Option(
+        "--ctx",
+        min=16,
+        help="Longest input in tokens (default: what pieces and pictures need, 768 on the CPU). "
+        "(env LAUNCHER_CTX)",
+    ),
 ]
 
 

@@ -102,7 +102,12 @@ def run_index(
     if not model and not resolved.multimodal:
         _note_text_model()
     index_dir.mkdir(parents=True, exist_ok=True)
-    with _sigterm_unwinds(), load_embedder(resolved.path, resolved.mmproj, engine_options) as embedder:
+    with (
+        _sigterm_unwinds(),
+        load_embedder(
+            resolved.path, resolved.mmproj, engine_options, chunk_tokens=options.chunk_tokens
+        ) as embedder,
+    ):
         if dims is not None and dims > embedder.dims:
             raise LauncherError(f"--dims {dims} is more than the model's {embedder.dims} dimensions")
         indexer = Indexer(index_dir, embedder, options, root_options=root_options)
@@ -292,7 +297,9 @@ def run_watch(
         existing.root_options() if existing else {}, [str(r.resolve()) for r in roots], flags
     )
     index_dir.mkdir(parents=True, exist_ok=True)
-    with load_embedder(resolved.path, resolved.mmproj, engine_options) as embedder:
+    with load_embedder(
+        resolved.path, resolved.mmproj, engine_options, chunk_tokens=options.chunk_tokens
+    ) as embedder:
         if dims is not None and dims > embedder.dims:
             raise LauncherError(f"--dims {dims} is more than the model's {embedder.dims} dimensions")
         if dims is None and existing is not None and existing.dims < embedder.dims:

@@ -114,13 +114,14 @@ SETTINGS: dict[str, Setting] = {
     "dims": Setting("LAUNCHER_DIMS", "dims", None, int),
     "threads": Setting("LAUNCHER_THREADS", "threads", None, int),
     "gpu_layers": Setting("LAUNCHER_GPU_LAYERS", "gpu_layers", 0, int),
-    "ctx": Setting("LAUNCHER_CTX", "ctx", 4096, int),
+    # None: sized to what pieces and pictures need (768 on the CPU; see embed.base.context_needed).
+    "ctx": Setting("LAUNCHER_CTX", "ctx", None, int),
     "batch": Setting("LAUNCHER_BATCH", "batch", 1024, int),
     "flash_attn": Setting("LAUNCHER_FLASH_ATTN", "flash_attn", False, boolean),
     # Tokens of the query lane `launch --watch` gives text queries (0: none, queries wait for the
     # watcher's model call; saves the lane's memory).
     "query_lane": Setting(
-        "LAUNCHER_QUERY_LANE", "query_lane", 512, token_count, "0 (none) or a number of tokens"
+        "LAUNCHER_QUERY_LANE", "query_lane", 256, token_count, "0 (none) or a number of tokens"
     ),
     "image_max_tokens": Setting("LAUNCHER_IMAGE_MAX_TOKENS", "image_max_tokens", None, int),
     "query_instruction": Setting("LAUNCHER_QUERY_INSTRUCTION", "query_instruction", None, str),

@@ -40,6 +40,7 @@ from launcher.ingest.extract import ExtractError, ExtractSettings, extract
 from launcher.ingest.extract.chunk import TokenBudget
 from launcher.ingest.extract.image import taken_ns
 from launcher.models.embed import DOCUMENT_INSTRUCTION, Embedder, EmbedInput
+from launcher.models.embed.base import PROMPT_ROOM
 
 log = logging.getLogger("launcher.indexer")
 
@@ -150,7 +151,8 @@ def token_budget(embedder: Embedder, options: IndexOptions) -> TokenBudget:
     """How pieces are measured for this model: its own tokenizer, its input limit (the whole prompt,
     instruction and file-name context included) and its target piece size."""
     limit = embedder.max_tokens
-    target = min(options.chunk_tokens or embedder.chunk_tokens, limit // 2)
+    # A piece leaves room for its prompt (PROMPT_ROOM, or half a small context).
+    target = min(options.chunk_tokens or embedder.chunk_tokens, max(limit // 2, limit - PROMPT_ROOM))
     instruction = options.instruction
 
     def overhead(context: str) -> int:
@@ -195,6 +197,16 @@ def identity_for(embedder: Embedder, options: IndexOptions) -> dict[str, object]
         # Visual tokens per image (256 on the CPU, 1800 with --gpu-layers by default).
         ident["image_max_pixels"] = int(engine.image_max_pixels)
     return ident
+
+
+def same_pieces(old: Any, new: Any) -> bool:
+    """True when two recorded chunkings cut the same pieces: they differ at most in the context's
+    size (`limit`), which only shortens the prompt of a file whose path alone would crowd a piece
+    (see ingest.extract.base.fit_context). The context is sized to need, so a new default or --ctx
+    never re-embeds an index; a piece over a smaller context fails alone, with its reason."""
+    if not (isinstance(old, dict) and isinstance(new, dict)):
+        return False
+    return {k: v for k, v in old.items() if k != "limit"} == {k: v for k, v in new.items() if k != "limit"}
 
 
 def document_instruction(identity: dict[str, Any] | None = None) -> str:
@@ -272,14 +284,22 @@ class Indexer:
 
         A different model or pipeline resets the index (never mixing vectors), or raises
         ModelMismatch with reset_on_mismatch=False."""
-        writer = Store.open_writer(
-            self.index_dir,
-            identity_for(self.embedder, self.options),
-            dims=self.options.dims or self.embedder.dims,
-            dtype=self.options.storage,  # type: ignore[arg-type]
-            on_mismatch="reset" if reset_on_mismatch else "raise",
-            adopt=(*IMAGE_KEYS, *RECORDED_LATER),
-        )
+
+        def opened(adopt: tuple[str, ...]) -> Writer:
+            return Store.open_writer(
+                self.index_dir,
+                identity_for(self.embedder, self.options),
+                dims=self.options.dims or self.embedder.dims,
+                dtype=self.options.storage,  # type: ignore[arg-type]
+                on_mismatch="reset" if reset_on_mismatch else "raise",
+                adopt=adopt,
+            )
+
+        writer = opened((*IMAGE_KEYS, *RECORDED_LATER, "chunking"))
+        if "chunking" in writer.adopted and not same_pieces(*writer.adopted["chunking"]):
+            # Another piece size: the pieces change, as with any other identity change.
+            writer.close()
+            writer = opened((*IMAGE_KEYS, *RECORDED_LATER))
         try:
             self._take_over(writer)
         except BaseException:
@@ -295,6 +315,8 @@ class Indexer:
         if not changes:
             return
         recorded = {k for k, (old, _) in changes.items() if old is None and k in RECORDED_LATER}
+        if "chunking" in changes:  # only the context's size changed (open_writer): same pieces
+            recorded.add("chunking")
         real = {k: v for k, v in changes.items() if k not in recorded}
         why = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in real.items())
         if "flash_attn" in real:

@@ -42,7 +42,10 @@ IMAGE_SLOT = "\ud800"
 class LlamaOptions:
     """How to run the model; every field has a sensible default for a laptop CPU."""
 
-    n_ctx: int = 4096  # longest input in tokens (the official embedder stops at 8192)
+    # Longest input in tokens (the official embedder stops at 8192). None: an embedder sizes it to
+    # what its pieces and pictures need (embed.llama.context_needed: 768 on the CPU), since the KV
+    # cache and compute buffers grow with it; the GGUF reranker takes 4096.
+    n_ctx: int | None = None
     n_batch: int = 1024  # tokens per decode; several short texts share one decode
     n_seq_max: int = 16  # texts per decode
     n_threads: int | None = None  # None: the physical cores
@@ -62,6 +65,8 @@ class LlamaOptions:
     # weights are shared; the lane costs its own KV cache and compute buffers (LAUNCHER_README,
     # Memory), and a query no longer waits for a background decode to end.
     query_ctx: int = 0
+    # The text piece size the index will ask for (None: the model's own): sizes n_ctx when unset.
+    chunk_tokens: int | None = None
 
 
 def default_threads() -> int:

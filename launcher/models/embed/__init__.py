@@ -29,9 +29,20 @@ __all__ = [
 
 
 def load_embedder(
-    model: str | Path, mmproj: str | Path | None = None, options: LlamaOptions | None = None
+    model: str | Path,
+    mmproj: str | Path | None = None,
+    options: LlamaOptions | None = None,
+    *,
+    chunk_tokens: int | None = None,
 ) -> Embedder:
-    """Load a GGUF embedding model (plus its mmproj for images) through llama.cpp."""
-    from launcher.models.embed.llama import LlamaEmbedder
+    """Load a GGUF embedding model (plus its mmproj for images) through llama.cpp.
 
+    `chunk_tokens`: the piece size an index will ask for (--chunk-tokens, or the one it was built
+    with); it sizes the context when the options leave that to the embedder."""
+    from dataclasses import replace
+
+    from launcher.models.embed.llama import LlamaEmbedder, LlamaOptions
+
+    if chunk_tokens:
+        options = replace(options or LlamaOptions(), chunk_tokens=chunk_tokens)
     return LlamaEmbedder(model, mmproj, options)

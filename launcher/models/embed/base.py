@@ -15,6 +15,17 @@ from launcher.core.records import Matrix, Vector
 
 ImageSource = Any  # PIL.Image.Image | str | Path; kept loose so records need not import PIL
 
+# Tokens an input needs beside its piece of text or its picture: the instruction, the chat template
+# and the file-name header (a longer header is shortened to fit, see ingest.extract.base).
+PROMPT_ROOM = 256
+
+
+def context_needed(piece_tokens: int, image_tokens: int = 0) -> int:
+    """The context that holds a piece of `piece_tokens` or a picture of `image_tokens` with its
+    prompt, rounded up to 256 (768 for 512-token pieces and the CPU's 256-token pictures)."""
+    need = max(piece_tokens, image_tokens) + PROMPT_ROOM
+    return -(-need // 256) * 256
+
 
 @dataclass
 class EmbedInput:

@@ -19,7 +19,7 @@ from PIL import Image
 from launcher.core.errors import InputError, InputTooLong, LauncherError, ModelError
 from launcher.core.records import Matrix
 from launcher.models import gguf_meta
-from launcher.models.embed.base import Embedder, EmbedInput, l2_normalize
+from launcher.models.embed.base import Embedder, EmbedInput, context_needed, l2_normalize
 from launcher.models.embed.prompt import IMAGE_TOKENS, as_utf8, build_prompt
 from launcher.models.imageprep import FACTOR, prepare_image, smart_resize
 from launcher.models.runtime import (
@@ -86,8 +86,18 @@ class LlamaEmbedder(Embedder):
         opts = self.options
         rt = self._runtime = LlamaRuntime(self.model_path, opts, self.n_threads)
         self.n_ctx_train = rt.n_ctx_train
-        n_ctx = min(opts.n_ctx, self.n_ctx_train) if self.n_ctx_train > 0 else opts.n_ctx
         causal = self.chat_format
+        # The text a document piece aims at, in tokens (bench/bench_retrieval.py, the guide's table):
+        # small encoders (MiniLM was trained on 128-256-token inputs) retrieve best with short
+        # pieces; Qwen3-VL-Embedding is trained on long inputs, and 512 keeps a detail deep in a long
+        # page findable while an A4 page of prose fits in about two pieces.
+        own_chunk = 512 if causal else ENCODER_CHUNK_TOKENS
+        # Unset, the context is what the pieces and pictures need, not more: the KV cache and the
+        # compute buffers grow with it (LAUNCHER_README, Memory).
+        pictures = opts.image_max_pixels // (FACTOR * FACTOR) if self.mmproj_path is not None else 0
+        n_ctx = opts.n_ctx or context_needed(opts.chunk_tokens or own_chunk, pictures)
+        if self.n_ctx_train > 0:
+            n_ctx = min(n_ctx, self.n_ctx_train)
         # Non-causal (BERT-like) models need a whole input in one micro-batch.
         n_batch = min(opts.n_batch, n_ctx) if causal else n_ctx
         self.dims = rt.n_embd
@@ -110,11 +120,7 @@ class LlamaEmbedder(Embedder):
         self.n_ctx = rt.n_ctx
         self.n_batch = n_batch
         self.max_tokens = self.n_ctx
-        # The text a document piece aims at, in tokens (bench/bench_retrieval.py, the guide's table):
-        # small encoders (MiniLM was trained on 128-256-token inputs) retrieve best with short
-        # pieces; Qwen3-VL-Embedding is trained on long inputs, and 512 keeps a detail deep in a long
-        # page findable while an A4 page of prose fits in about two pieces.
-        self.chunk_tokens = 512 if self.chat_format else min(ENCODER_CHUNK_TOKENS, self.n_ctx // 2)
+        self.chunk_tokens = own_chunk if causal else min(own_chunk, self.n_ctx // 2)
         self.batch_size = opts.n_seq_max
         if self.mmproj_path is not None:
             rt.open_mtmd(self.mmproj_path, published_with="model")

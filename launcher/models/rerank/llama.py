@@ -57,6 +57,9 @@ log = logging.getLogger("launcher.rerank")
 HEAD_TENSOR = "cls.output.weight"
 GGML_TYPE_F32 = 0
 HEADS = ("capture", "rank")
+# The reranker's context when none is set: a query with a long document piece or a picture, under
+# the official 8192-token limit (its max_length); a smaller one lowers that limit.
+RERANK_CTX = 4096
 
 
 def _not_a_reranker(path: Path, why: str) -> ModelError:
@@ -163,7 +166,9 @@ class LlamaReranker(Reranker):
                 self.model_path, f"head width {self._head_diff.shape[0]} != hidden size {self.dims}"
             )
 
-        n_ctx = min(opts.n_ctx, self.n_ctx_train) if self.n_ctx_train > 0 else opts.n_ctx
+        n_ctx = opts.n_ctx or RERANK_CTX
+        if self.n_ctx_train > 0:
+            n_ctx = min(n_ctx, self.n_ctx_train)
         n_batch = min(opts.n_batch, n_ctx)
         # The CPU flash-attention kernel drifts on long inputs; exact scores matter more here.
         rt.open_context(n_ctx, n_batch, flash_attn=False, capture=self.head == "capture", pooling="rank")

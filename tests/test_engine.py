@@ -293,3 +293,47 @@ def test_bundled_model_and_licence_ship() -> None:
     assert MINILM.is_file() and MINILM.stat().st_size < 40_000_000
     licences = list((ROOT / "models").glob("*LICENSE*"))
     assert licences and "Apache" in licences[0].read_text(encoding="utf-8", errors="replace")
+
+
+RESIDENT = r"""
+import json, os, sys
+from launcher.models import gguf_meta
+from launcher.models.embed import EmbedInput, load_embedder
+from launcher.models.embed.llama import LlamaOptions
+
+path = sys.argv[1]
+st = os.stat(path)
+
+def resident():  # resident bytes of this process's mappings of the model file
+    total, inside = 0, False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            head = line.split()
+            if "-" in head[0] and len(head) >= 5 and not head[0].endswith(":"):
+                inside = head[4].isdigit() and int(head[4]) == st.st_ino
+            elif inside and head[0] == "Rss:":
+                total += int(head[1]) * 1024
+    return total
+
+header = gguf_meta.read_header(path)
+table = header.tensors["token_embd.weight"].offset
+after = min(t.offset for t in header.tensors.values() if t.offset > table)
+with load_embedder(path, None, LlamaOptions(n_threads=2)) as e:
+    loaded = resident()
+    vectors = e.embed_batch([EmbedInput(texts=[t]) for t in ("a grey heron", "der Reiher", "青鹭")])
+    print(json.dumps({"size": st.st_size, "table": after - table, "loaded": loaded,
+                      "used": resident(), "finite": bool((vectors == vectors).all())}))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/smaps")
+def test_the_token_table_is_read_by_rows() -> None:
+    """llama.cpp faults the whole model in; the token table's pages are released after loading,
+    and a decode reads only its tokens' rows (the output layer tied to it is never computed)."""
+    out = subprocess.run(
+        [sys.executable, "-c", RESIDENT, str(TINY_F16)], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    assert r["table"] > 0.7 * r["size"] and r["finite"]  # the tiny model is mostly its token table
+    assert r["loaded"] <= r["size"] - 0.95 * r["table"]
+    assert r["used"] <= r["size"] - 0.9 * r["table"]  # three short texts: a few rows, not the table

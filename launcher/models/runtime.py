@@ -14,6 +14,7 @@ import ctypes
 import hashlib
 import logging
 import os
+import sys
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ import numpy as np
 from llama_cpp import mtmd_cpp as mt
 
 from launcher.core.errors import LauncherError, ModelError
+from launcher.models import gguf_meta
 from launcher.models.imageprep import FACTOR, MAX_PIXELS, MIN_PIXELS, PreparedImage
 
 log = logging.getLogger("launcher.llama")
@@ -102,6 +104,50 @@ def _route_log(level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
     message = text.decode("utf-8", errors="replace").rstrip()
     if message:
         log.debug("%s", message)
+
+
+MADV_DONTNEED = 4  # Linux: drop the pages from this process; a file mapping reads them again
+
+
+def release_token_table(model_path: Path, tensor: str = "token_embd.weight") -> int:
+    """Take the token-embedding table's pages out of this process's resident memory (Linux); the
+    bytes released.
+
+    llama.cpp maps the whole model file and faults every page in up front (MAP_POPULATE), but a
+    decode reads only the rows of the tokens it embeds, and the table is a model's largest tensor
+    (255 MB of the 2B Q4_K_M's 1.1 GB, Q6_K). Released, its pages come back from the page cache row
+    by row as tokens are used: the same bytes from the same read-only file mapping, so the same
+    vectors. Tensors llama.cpp copied elsewhere (GPU layers) are not in the mapping: untouched."""
+    if not sys.platform.startswith("linux"):
+        return 0
+    header = gguf_meta.read_header(model_path)
+    info = header.tensors.get(tensor)
+    if info is None:
+        return 0
+    st = os.stat(model_path)
+    later = [t.offset for t in header.tensors.values() if t.offset > info.offset]
+    start = header.data_start + info.offset
+    end = header.data_start + min(later) if later else st.st_size
+    page = os.sysconf("SC_PAGE_SIZE")
+    madvise = ctypes.CDLL(None, use_errno=True).madvise
+    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    released = 0
+    with open("/proc/self/maps", encoding="ascii", errors="replace") as maps:
+        for line in maps:
+            fields = line.split(maxsplit=5)
+            if len(fields) < 6 or int(fields[4]) != st.st_ino:
+                continue
+            major, minor = (int(x, 16) for x in fields[3].split(":"))
+            if (major, minor) != (os.major(st.st_dev), os.minor(st.st_dev)):
+                continue
+            lo, hi = (int(x, 16) for x in fields[0].split("-"))
+            offset = int(fields[2], 16)  # the file offset this mapping starts at
+            a = max(start, offset) - offset + lo
+            b = min(end, offset + hi - lo) - offset + lo
+            a, b = -(-a // page) * page, b // page * page  # whole pages of the table only
+            if b > a and madvise(a, b - a, MADV_DONTNEED) == 0:
+                released += b - a
+    return released
 
 
 _backend_lock = threading.Lock()
@@ -215,8 +261,9 @@ class NormCapture:
     """A cb_eval hook that copies the `result_norm` tensor (the final RMS norm) out of each decode.
 
     With embeddings off and only the last token of each sequence marked as an output, that tensor
-    holds exactly the rows last-token pooling would return, and the output layer runs on those
-    few rows only.
+    holds exactly the rows last-token pooling would return. The hook then stops the graph: the
+    output layer after it (151,936 wide, tied to the token table on Qwen3-VL) is never computed, so
+    a decode neither spends time on it nor reads the whole token table (see release_token_table).
     """
 
     TENSOR = b"result_norm"
@@ -238,11 +285,13 @@ class NormCapture:
             nbytes = int(self._ggml.ggml_nbytes(tensor))
             if nbytes != nrows * self.n_embd * 4:  # not float32 [n_embd, rows]: refuse, loudly
                 self.rows.append(np.full((nrows, self.n_embd), np.nan, dtype=np.float32))
-                return True
+                return False
             out = np.empty((nrows, self.n_embd), dtype=np.float32)
             self._ggml.ggml_backend_tensor_get(tensor, out.ctypes.data, 0, nbytes)
             self.rows.append(out)
-        return True
+        # False: the scheduler skips the rest of this graph split, the output layer; the logits
+        # it leaves unset are never read (embeddings come from these rows).
+        return False
 
     def take_last(self, n: int) -> np.ndarray:
         """The rows of the last decode that produced outputs; checks there are n of them."""
@@ -329,6 +378,11 @@ class LlamaRuntime:
                 f"cannot load model {self.model_path}: the file is corrupt or not a supported gguf"
             )
         self.vocab = lc.llama_model_get_vocab(self.model)
+        try:
+            released = release_token_table(self.model_path)
+            log.debug("token table: %d bytes left to be read by rows", released)
+        except OSError as exc:  # /proc unreadable: the table stays resident, nothing else changes
+            log.warning("could not release the token table's pages (%s)", exc)
         self.n_ctx_train = int(lc.llama_model_n_ctx_train(self.model))
         self.n_embd = int(lc.llama_model_n_embd_out(self.model))
 

@@ -45,7 +45,7 @@ class LlamaOptions:
     """How to run the model; every field has a sensible default for a laptop CPU."""
 
     # Longest input in tokens (the official embedder stops at 8192). None: an embedder sizes it to
-    # what its pieces and pictures need (embed.llama.context_needed: 768 on the CPU), since the KV
+    # what its pieces and pictures need (embed.base.context_needed: 768 on the CPU), since the KV
     # cache and compute buffers grow with it; the GGUF reranker takes 4096.
     n_ctx: int | None = None
     n_batch: int = 1024  # tokens per decode; several short texts share one decode

@@ -37,6 +37,10 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from launcher.core import config  # noqa: E402
+
 CHILD = r"""
 import faulthandler, json, os, statistics, sys, tempfile, time
 from contextlib import nullcontext
@@ -93,11 +97,12 @@ print(json.dumps(result), flush=True)
 # tear down ggml's statics under that thread (a segfault), and emb.close() would wait for the call.
 os._exit(0)
 """
+LANE = int(config.SETTINGS["query_lane"].default)  # the lane `launch --watch` opens (256 tokens)
 CONFIGS = {
     # name: (OMP_WAIT_POLICY or None for unset, query lane tokens)
-    "lane": ("PASSIVE", 512),
+    "lane": ("PASSIVE", LANE),
     "no-lane": ("PASSIVE", 0),
-    "lane-spin": (None, 512),
+    "lane-spin": (None, LANE),
     "spin": (None, 0),
 }
 

@@ -68,3 +68,27 @@ def test_hostile_folder_indexes_with_nothing_stuck(tmp_path: Path) -> None:
     hits = json.loads(ok(cli(home, "search", "token512 token513", "--json")).stdout)["hits"]
     assert os.path.basename(hits[0]["path"]) == "one-line.json"
     assert hits[0]["locator"].get("char_start") is not None or hits[0]["locator"].get("char_end") is not None
+
+
+def _deep_folder(root: Path) -> Path:
+    """A folder ~2,800 characters deep (14 names of ~200): its path alone is ~770 model tokens."""
+    name = ("holiday photos from the summer trip to the mountains and lakes " * 4)[:200].strip()
+    deep = root.joinpath(*[name.replace(" ", "_") + str(i) for i in range(14)])
+    deep.mkdir(parents=True)
+    return deep
+
+
+@pytest.mark.parametrize("multimodal", [True, False])
+def test_a_picture_under_a_very_deep_path_fits_its_context(tmp_path: Path, multimodal: bool) -> None:
+    """The context is sized to need (768 tokens here): a picture's header is shortened like a text
+    piece's when the path alone would crowd the picture (or its name, for a text-only model) out."""
+    from tests.conftest import TINY_F16, TINY_MMPROJ
+
+    deep = _deep_folder(tmp_path / "docs")
+    Image.new("RGB", (320, 240), (200, 30, 30)).save(deep / "red.png")
+    (deep / "note.txt").write_text("a note about the red picture\n", encoding="utf-8")
+    model = ["--model", str(TINY_F16), "--mmproj", str(TINY_MMPROJ)] if multimodal else []
+    home = tmp_path / "home"
+    summary = json.loads(ok(cli(home, "index", str(tmp_path / "docs"), *model, "--json")).stdout)
+    assert (summary["pieces_failed"], summary["pieces_pending"]) == (0, 0), summary
+    assert summary["pieces_embedded"] == 2

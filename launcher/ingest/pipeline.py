@@ -159,7 +159,12 @@ def token_budget(embedder: Embedder, options: IndexOptions) -> TokenBudget:
         return embedder.input_tokens(EmbedInput(texts=[context], instruction=instruction))
 
     return TokenBudget(
-        count=embedder.count_tokens, overhead=overhead, limit=limit, target=target, overlap=target // 6
+        count=embedder.count_tokens,
+        overhead=overhead,
+        limit=limit,
+        target=target,
+        overlap=target // 6,
+        image_tokens=getattr(embedder, "image_tokens", 0) if embedder.supports_images else 0,
     )
 
 

@@ -43,12 +43,25 @@ def context_of(record: FileRecord) -> str:
     return f"{os.path.basename(record.path)}\n{record.path}"
 
 
-def fit_context(context: str, budget: TokenBudget) -> str:
-    """The context header, shortened when it would leave a piece too little room (a very deep path).
+def picture_context(record: FileRecord, settings: ExtractSettings) -> str:
+    """The header of a picture, page render or video frame (and of the name or description beside
+    it): shortened, like a text piece's, when a very deep path would leave the picture too little
+    room in the model's context (a text-only model gets a text piece's room for the name)."""
+    context = context_of(record)
+    budget = settings.budget
+    if budget is None:
+        return context
+    return fit_context(context, budget, room=budget.image_tokens + 4 if budget.image_tokens else None)
+
+
+def fit_context(context: str, budget: TokenBudget, room: int | None = None) -> str:
+    """The context header, shortened when it would leave a piece too little room (a very deep path):
+    `room` tokens (default: a text piece's, at least half its target).
 
     The file name stays; the folder path loses its middle, marked with an ellipsis.
     """
-    room = min(budget.target, budget.limit // 2)
+    if room is None:
+        room = min(budget.target, budget.limit // 2)
     if budget.body_limit(context) >= room:
         return context
     name, _, path = context.partition("\n")

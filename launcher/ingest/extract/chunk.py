@@ -29,6 +29,7 @@ class TokenBudget:
     limit: int  # tokens of the whole input the model accepts
     target: int  # tokens a chunk's text aims at: the size that retrieves best (measured, see the guide)
     overlap: int  # tokens of the previous chunk's last lines repeated at the start of the next
+    image_tokens: int = 0  # visual tokens of the largest picture (0: the model takes none)
 
     def body_limit(self, context: str) -> int:
         """Tokens left for a piece's text once the context header and the template are paid for."""

@@ -13,7 +13,7 @@ from typing import cast
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from launcher.core.records import FileRecord, Locator, Piece
-from launcher.ingest.extract.base import ExtractError, ExtractSettings, context_of
+from launcher.ingest.extract.base import ExtractError, ExtractSettings, picture_context
 
 HEIF_EXTENSIONS = (".heic", ".heif")
 _heif_lock = threading.Lock()
@@ -32,7 +32,9 @@ def extract_image(record: FileRecord, settings: ExtractSettings) -> Iterator[Pie
     else:
         check_header(record.path, settings.max_image_pixels)
     name = os.path.basename(record.path)
-    yield Piece(text=name, image=image, locator=Locator(), context=context_of(record), modality="image")
+    yield Piece(
+        text=name, image=image, locator=Locator(), context=picture_context(record, settings), modality="image"
+    )
 
 
 # EXIF tags: DateTimeOriginal and its time-zone offset (Exif IFD), DateTime (IFD0) as a fallback.

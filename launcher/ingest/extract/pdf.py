@@ -21,7 +21,7 @@ import pypdfium2.raw as pdfium_c
 from PIL import Image
 
 from launcher.core.records import FileRecord, Locator, Piece
-from launcher.ingest.extract.base import ExtractError, ExtractSettings, context_of, numbered, text_pieces
+from launcher.ingest.extract.base import ExtractError, ExtractSettings, numbered, picture_context, text_pieces
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def extract_pdf(record: FileRecord, settings: ExtractSettings) -> Iterator[Piece
             log.info(
                 "%s: only the first %d of %d pages are indexed", record.path, settings.pdf_max_pages, n_pages
             )
-        context = context_of(record)
+        context = picture_context(record, settings)
         for number in range(1, min(n_pages, settings.pdf_max_pages) + 1):
             with _PDFIUM_LOCK:
                 text, rendered = _read_page(doc, number, settings)

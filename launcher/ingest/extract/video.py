@@ -22,7 +22,7 @@ import av.error
 from PIL import Image
 
 from launcher.core.records import FileRecord, Locator, Piece
-from launcher.ingest.extract.base import ExtractError, ExtractSettings, context_of
+from launcher.ingest.extract.base import ExtractError, ExtractSettings, picture_context
 from launcher.ingest.extract.image import check_pixels
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ def extract_video(record: FileRecord, settings: ExtractSettings) -> Iterator[Pie
             raise
         raise ExtractError(f"not a readable video ({_reason(exc)})") from exc
     with container:
-        context = context_of(record)
+        context = picture_context(record, settings)
         stream = container.streams.video[0] if container.streams.video else None
         duration = _duration(container, stream)
         sampling = stream is not None and settings.video_max_frames > 0 and settings.video_interval_s > 0

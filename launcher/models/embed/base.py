@@ -66,6 +66,7 @@ class Embedder(ABC):
     supports_images: bool = False
     max_tokens: int = 0  # longest input accepted, in tokens (the whole prompt)
     chunk_tokens: int = 256  # text tokens a document piece aims at (see the guide's measurements)
+    image_tokens: int = 0  # visual tokens of the largest picture it takes (0: no pictures)
     batch_size: int = 16  # inputs handed to embed_batch at once
 
     @abstractmethod

@@ -125,6 +125,7 @@ class LlamaEmbedder(Embedder):
         if self.mmproj_path is not None:
             rt.open_mtmd(self.mmproj_path, published_with="model")
         self.supports_images = rt.mctx is not None
+        self.image_tokens = pictures if self.supports_images else 0
         if opts.query_ctx > 0:
             lane_ctx = min(opts.query_ctx, self.n_ctx)
             self._lane = rt.sibling()

@@ -367,3 +367,35 @@ def test_one_warming_thread_and_a_newer_snapshot_goes_first(tmp_path: Path) -> N
     finally:
         searcher.close()
     assert not seen[0].is_alive()
+
+
+def test_exact_names_match_whole_names_and_stems_casefolded() -> None:
+    """The exact-name lookup (one NUL-separated string per snapshot): whole name or name less its
+    last extension, NFC and casefolded, for names with dots, newlines and non-ASCII letters."""
+    from types import SimpleNamespace
+
+    from launcher.query.retrieve import _exact_names
+
+    names = ["Report.PDF", "report.pdf.bak", "a.tar.gz", ".bashrc", "STRASSE.txt", "Cafe\u0301.md",
+             "new\nline.txt", "x..y", "file.", "latin1.txt", "latin1-été.txt"]  # fmt: skip
+
+    class Columns(list):  # the one part of FileColumns the lookup reads: paths, and their count
+        @property
+        def paths(self) -> list[str]:
+            return self
+
+    cols = Columns(f"/d{i % 3}/{n}" for i, n in enumerate(names))
+    store = SimpleNamespace(cache={})
+
+    def found(query: str) -> list[str]:
+        return [names[o] for o in _exact_names(store, cols, query)]  # type: ignore[arg-type]
+
+    assert found("report") == ["Report.PDF"]
+    assert found("REPORT.pdf") == ["Report.PDF", "report.pdf.bak"]  # a name, and a stem
+    assert found("a.tar") == ["a.tar.gz"] and found("a") == []  # too short, and not a stem
+    assert found(".bashrc") == [".bashrc"] and found("bashrc") == []
+    assert found("straße") == ["STRASSE.txt"]  # casefolded: ß is ss
+    assert found("café") == ["Cafe\u0301.md"]  # NFC: the decomposed é is the same letter
+    assert found("new\nline") == ["new\nline.txt"] and found("line") == []
+    assert found("x..y") == ["x..y"] and found("file") == ["file."]
+    assert found("latin1.txt") == ["latin1.txt"] and found("latin1") == ["latin1.txt"]

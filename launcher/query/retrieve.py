@@ -608,17 +608,14 @@ def _names(store: Store, cols: FileColumns, terms: list[str], allowed: Mask) -> 
     the name, times how much of the name the query covers (so `latin1.txt` beats `latin1-été.txt`
     for the query "latin1.txt"); 1.0 when every word of the name is matched."""
     if "names" not in store.cache:
-        lengths = np.fromiter((len(k) + 1 for k in cols.name_keys), dtype=np.int64, count=len(cols))
+        lengths = np.fromiter(map(len, cols.name_keys), dtype=np.int64, count=len(cols)) + 1
         starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
         # Words of each name, its extension left out ("tax form 2023" covers tax_form_2023.pdf).
-        words = np.fromiter(
-            (
-                max(1, k.count(" ") - 1 - ("." in os.path.basename(p).lstrip(".")))
-                for k, p in zip(cols.name_keys, cols.paths, strict=True)
-            ),
-            dtype=np.float32,
-            count=len(cols),
+        spaces = np.fromiter((k.count(" ") for k in cols.name_keys), dtype=np.float32, count=len(cols))
+        extension = np.fromiter(
+            ("." in b.lstrip(".") for b in _basenames(store, cols)), dtype=np.float32, count=len(cols)
         )
+        words = np.maximum(1.0, spaces - 1.0 - extension)
         store.cache["names"] = ("\n".join(cols.name_keys), starts, words)
     blob, starts, words = store.cache["names"]
     n = len(cols)
@@ -654,18 +651,27 @@ def exact_name_files(store: Store, query: str) -> set[str]:
 def _exact_names(store: Store, cols: FileColumns, query: str) -> list[int]:
     """Files whose whole name, or name without its extension, is the query (NFC, casefolded)."""
     q = unicodedata.normalize("NFC", query.strip()).casefold()
-    if len(q) < 3:
+    if len(q) < 3 or "\0" in q:
         return []
     if "exact_names" not in store.cache:
-        index: dict[str, list[int]] = {}
-        for o, path in enumerate(cols.paths):
-            name = unicodedata.normalize("NFC", os.path.basename(path)).casefold()
-            index.setdefault(name, []).append(o)
-            stem = name.rsplit(".", 1)[0]
-            if stem and stem != name:
-                index.setdefault(stem, []).append(o)
-        store.cache["exact_names"] = index
-    return list(store.cache["exact_names"].get(q, ()))
+        # Every name, NFC and casefolded, between NULs (the one character no file name holds),
+        # normalised and searched as one string: a few ms per 100k files, built once per snapshot.
+        blob = unicodedata.normalize("NFC", "\0" + "\0".join(_basenames(store, cols)) + "\0").casefold()
+        lengths = np.fromiter(map(len, blob[1:-1].split("\0")), dtype=np.int64, count=len(cols)) + 1
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        store.cache["exact_names"] = (blob, starts)
+    blob, starts = store.cache["exact_names"]
+    # The whole name, or the name less its last extension ("report" for report.pdf, "a.tar" for
+    # a.tar.gz); names are listed from position 1 of the blob, each after its NUL.
+    found = re.finditer("\0" + re.escape(q) + "(?:\\.[^.\0]*)?(?=\0)", blob)
+    return np.unique(np.searchsorted(starts, [m.start() for m in found], side="right") - 1).tolist()
+
+
+def _basenames(store: Store, cols: FileColumns) -> list[str]:
+    """The file names of a snapshot's files, in file order (cached with it)."""
+    if "basenames" not in store.cache:
+        store.cache["basenames"] = [p[p.rfind("/") + 1 :] for p in cols.paths]
+    return store.cache["basenames"]  # type: ignore[no-any-return]
 
 
 def _files_with(blob: str, starts: I64, needle: str) -> npt.NDArray[np.intp]:

@@ -131,14 +131,20 @@ def release_token_table(model_path: Path, tensor: str = "token_embd.weight") -> 
     page = os.sysconf("SC_PAGE_SIZE")
     madvise = ctypes.CDLL(None, use_errno=True).madvise
     madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    real = os.path.realpath(model_path)
     released = 0
-    with open("/proc/self/maps", encoding="ascii", errors="replace") as maps:
+    with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
         for line in maps:
             fields = line.split(maxsplit=5)
-            if len(fields) < 6 or int(fields[4]) != st.st_ino:
+            if len(fields) < 6:
                 continue
             major, minor = (int(x, 16) for x in fields[3].split(":"))
-            if (major, minor) != (os.major(st.st_dev), os.minor(st.st_dev)):
+            same_inode = int(fields[4]) == st.st_ino and (major, minor) == (
+                os.major(st.st_dev),
+                os.minor(st.st_dev),
+            )
+            # On overlay file systems (containers) maps name the layer's device: match the path too.
+            if not (same_inode or fields[5].rstrip("\n") == real):
                 continue
             lo, hi = (int(x, 16) for x in fields[0].split("-"))
             offset = int(fields[2], 16)  # the file offset this mapping starts at

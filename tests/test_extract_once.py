@@ -4,6 +4,7 @@ each picture, page and frame once, made the size the model needs, read ahead wit
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from launcher.ingest import pipeline as indexer_mod
 from launcher.ingest.extract import ExtractError, ExtractSettings, extract
 from launcher.ingest.extract import image as image_mod
 from launcher.ingest.extract import pdf as pdf_mod
-from launcher.ingest.pipeline import Indexer
+from launcher.ingest.pipeline import Indexer, IndexOptions
 from launcher.models.embed import EmbedInput
 from tests.test_extract import make_pdf, scanned_page
 
@@ -148,3 +149,35 @@ def test_a_picture_broken_past_its_header_fails_alone_when_embedded(tmp_path: Pa
     failed = {Path(f.path).name: f.reason for f in report.failed}
     assert list(failed) == ["broken.png"] and "corrupt image" in failed["broken.png"]
     assert report.pieces_pending == 0 and report.pieces_embedded == 1 and report.pieces_failed == 1
+
+
+def test_a_video_is_decoded_once_and_keeps_its_frames_exact_times(
+    tmp_path: Path, tiny_vl: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The read pass places frames at their sample times without decoding; the embed pass decodes
+    each frame once and stores the time it really has (here a keyframe every 3 s, so the frame for
+    a sample is the keyframe before it, not the sample time)."""
+    from launcher.ingest.extract import video as video_mod
+    from tests.test_extract import make_video, video_codec
+
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    clip = make_video(folder / "walk.mp4", codec=video_codec(), seconds=12, fps=4, gop=12)
+    settings = ExtractSettings(video_interval_s=4)
+    exact = [p.locator for p in extract(_record(clip, "video"), settings=settings)]
+    frames = _count_calls(monkeypatch, video_mod, "_frame_image")
+    planned = extract(_record(clip, "video"), settings=replace(settings, decode_media=False))
+    assert frames == [] and all(p.image is None for p in planned)
+    assert [p.locator.timestamp for p in planned[1:]] == [2.0, 6.0, 10.0]  # the sample times
+    assert [p.locator for p in planned] != exact  # keyframes every 3 s: the frames lie elsewhere
+
+    idx = Indexer(tmp_path / "index", tiny_vl, IndexOptions(extract=settings))
+    report = idx.run([str(folder)])
+    assert report.pieces_pending == 0 and report.pieces_failed == 0
+    assert len(frames) == len(exact) - 1  # each frame decoded once, in the embed pass
+    store = Store.open(tmp_path / "index")
+    info = store.file_by_path(str(clip))
+    assert info is not None
+    pieces = [store.piece(p) for p in store.pieces_of(info.file_id)]
+    assert [p.locator for p in pieces if p is not None] == exact  # the times the frames really have
+    assert all(p is not None and p.has_vector for p in pieces)

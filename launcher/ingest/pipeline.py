@@ -242,6 +242,14 @@ def embed_input_for(piece: Piece, instruction: str, *, images: bool) -> EmbedInp
     return EmbedInput(texts=[body], instruction=instruction)
 
 
+def _places_moved(writer: Writer, file_id: str, pieces: Sequence[Piece]) -> bool:
+    """Whether decoding placed a file's pieces elsewhere than the stored ones (a video's frames:
+    the read pass stores the sample times, decoding finds each frame's own)."""
+    store = writer.snapshot()
+    stored = [store.piece(pid) for pid in writer.pieces_of(file_id)]
+    return any(s is None or s.locator != p.locator for s, p in zip(stored, pieces, strict=False))
+
+
 def pieces_for_model(pieces: list[Piece], *, images: bool) -> list[Piece]:
     """Drop image pieces a text-only model cannot use; a lone image keeps a name-only piece."""
     if images:
@@ -713,10 +721,12 @@ class Indexer:
                 (now_rec.size, now_rec.mtime_ns) != (rec.size, rec.mtime_ns)
                 or len(pieces) != writer.piece_count(file_id)
                 or (stored is not None and stored.content_hash not in ("", digest))
+                or (rec.kind == "video" and _places_moved(writer, file_id, pieces))
             ):
                 # The file changed since its text was stored (even in place, with the same size,
-                # time stamp or piece count): store this version's pieces, so that text, snippets
-                # and vectors all come from one version, and embed those.
+                # time stamp or piece count), or a video's frames were found at other times than
+                # the read pass planned: store this version's pieces, so that text, snippets,
+                # places and vectors all come from one version, and embed those.
                 total += len(pieces) - len(piece_ids)
                 file_id, piece_ids = writer.add_file(
                     now_rec,

@@ -49,6 +49,13 @@ def extract_video(record: FileRecord, settings: ExtractSettings) -> Iterator[Pie
         yield Piece(text=_describe(record, container, stream, duration), context=context, modality="text")
         if not sampling or stream is None:
             return  # audio only, or no frames wanted (a text-only model): the name and tags are all there is
+        if not settings.decode_media:
+            # The read pass: where frames will be taken, without decoding them. The embed pass
+            # decodes each frame once, and stores the times the frames really have when they differ
+            # (a keyframe near the sample time, or the first frame after it; ingest.pipeline).
+            for seconds in _targets(duration, settings)[0]:
+                yield Piece(locator=Locator(timestamp=round(seconds, 3)), context=context, modality="image")
+            return
         # Frame threading decodes several frames at once; it pays when we decode forward to a target.
         stream.thread_type = "AUTO"
         for seconds, image in _sample(container, stream, duration, settings):
@@ -78,14 +85,7 @@ def _sample(
     """(seconds from the start, frame) for each sample time; stops early at the end of the stream."""
     time_base = stream.time_base
     start = float(stream.start_time * time_base) if stream.start_time is not None and time_base else 0.0
-    if duration is None:
-        # Unknown length: no seeking, decode through and take frames as the sample times pass.
-        interval = settings.video_interval_s
-        targets = [(i + 0.5) * interval for i in range(settings.video_max_frames)]
-        slack = interval / 4
-    else:
-        targets = sample_times(duration, settings.video_interval_s, settings.video_max_frames)
-        slack = (targets[1] - targets[0]) / 4 if len(targets) > 1 else duration / 4
+    targets, slack = _targets(duration, settings)
     seek = duration is not None and time_base is not None
     step = 1.0 / float(stream.average_rate) if stream.average_rate else 0.04
     frames = container.decode(stream)
@@ -123,6 +123,16 @@ def _sample(
         if taken == 0:
             raise ExtractError(f"corrupt video, no frame could be decoded ({_reason(exc)})") from exc
         log.info("%s: sampling stopped after %d frames: %s", container.name, taken, exc)
+
+
+def _targets(duration: float | None, settings: ExtractSettings) -> tuple[list[float], float]:
+    """The sample times, and how far before one a keyframe may be and still be taken for it."""
+    if duration is None:
+        # Unknown length: no seeking, decode through and take frames as the sample times pass.
+        interval = settings.video_interval_s
+        return [(i + 0.5) * interval for i in range(settings.video_max_frames)], interval / 4
+    targets = sample_times(duration, settings.video_interval_s, settings.video_max_frames)
+    return targets, (targets[1] - targets[0]) / 4 if len(targets) > 1 else duration / 4
 
 
 def _frame_image(frame: av.VideoFrame, max_side: int) -> Image.Image:

@@ -164,7 +164,7 @@ def token_budget(embedder: Embedder, options: IndexOptions) -> TokenBudget:
         limit=limit,
         target=target,
         overlap=target // 6,
-        image_tokens=getattr(embedder, "image_tokens", 0) if embedder.supports_images else 0,
+        image_tokens=embedder.image_tokens if embedder.supports_images else 0,
     )
 
 

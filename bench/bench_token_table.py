@@ -23,11 +23,7 @@ sys.path.insert(0, str(HERE.parent))
 
 from launcher.index.store import Store  # noqa: E402
 from launcher.models import gguf_meta  # noqa: E402
-from launcher.models.runtime import LlamaOptions, LlamaRuntime  # noqa: E402
-
-# Bytes per 256-value block of the ggml types token tables come in (ggml's own block sizes).
-BLOCK_BYTES = {0: 1024, 1: 512, 8: 272, 12: 144, 13: 176, 14: 210}  # f32 f16 q8_0 q4_K q5_K q6_K
-BLOCK_VALUES = {0: 256, 1: 256, 8: 256, 12: 256, 13: 256, 14: 256}  # q8_0: 8 blocks of 32 = 272
+from launcher.models.runtime import LlamaOptions, LlamaRuntime, ggml_row_size  # noqa: E402
 
 
 def main() -> None:
@@ -37,15 +33,13 @@ def main() -> None:
     args = ap.parse_args()
     header = gguf_meta.read_header(args.model)
     table = header.tensors["token_embd.weight"]
-    if table.ggml_type not in BLOCK_BYTES:
-        raise SystemExit(f"token table of ggml type {table.ggml_type}: add its block size")
     width, rows = table.dims[0], table.dims[1]
-    row_bytes = width // BLOCK_VALUES[table.ggml_type] * BLOCK_BYTES[table.ggml_type]
+    row_bytes = ggml_row_size(table.ggml_type, width)
     start = header.data_start + table.offset
     page = 4096
 
     store = Store.open(args.index)
-    rt = LlamaRuntime(args.model, LlamaOptions(), 1)
+    rt = LlamaRuntime(args.model, LlamaOptions(), 1, header)
     seen: set[int] = set()
     pieces = tokens = 0
     t0 = time.perf_counter()

@@ -138,12 +138,13 @@ def is_mmproj(meta: dict[str, MetaValue]) -> bool:
     return architecture(meta) == "clip"
 
 
-def model_metadata(path: Path, *, pass_mmproj_as: str) -> dict[str, MetaValue]:
-    """The metadata of a model file; ModelError when it is an mmproj (which goes elsewhere)."""
-    meta = read_metadata(path)
-    if is_mmproj(meta):
+def model_header(path: Path, *, pass_mmproj_as: str) -> Header:
+    """The header of a model file, read once for everything a load needs (metadata, tensor entries);
+    ModelError when it is an mmproj (which goes elsewhere)."""
+    header = read_header(path)
+    if is_mmproj(header.meta):
         raise ModelError(f"{path} is an mmproj (vision projector), not a model: pass it as {pass_mmproj_as}")
-    return meta
+    return header
 
 
 def check_mmproj(path: Path) -> None:

@@ -109,7 +109,7 @@ def _route_log(level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
 MADV_DONTNEED = 4  # Linux: drop the pages from this process; a file mapping reads them again
 
 
-def release_token_table(model_path: Path, tensor: str = "token_embd.weight") -> int:
+def release_token_table(model_path: Path, header: gguf_meta.Header, tensor: str = "token_embd.weight") -> int:
     """Take the token-embedding table's pages out of this process's resident memory (Linux); the
     bytes released.
 
@@ -118,16 +118,12 @@ def release_token_table(model_path: Path, tensor: str = "token_embd.weight") -> 
     (255 MB of the 2B Q4_K_M's 1.1 GB, Q6_K). Released, its pages come back from the page cache row
     by row as tokens are used: the same bytes from the same read-only file mapping, so the same
     vectors. Tensors llama.cpp copied elsewhere (GPU layers) are not in the mapping: untouched."""
-    if not sys.platform.startswith("linux"):
-        return 0
-    header = gguf_meta.read_header(model_path)
     info = header.tensors.get(tensor)
-    if info is None:
+    if not sys.platform.startswith("linux") or info is None or len(info.dims) != 2:
         return 0
     st = os.stat(model_path)
-    later = [t.offset for t in header.tensors.values() if t.offset > info.offset]
     start = header.data_start + info.offset
-    end = header.data_start + min(later) if later else st.st_size
+    end = start + ggml_row_size(info.ggml_type, info.dims[0]) * info.dims[1]
     page = os.sysconf("SC_PAGE_SIZE")
     madvise = ctypes.CDLL(None, use_errno=True).madvise
     madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
@@ -347,8 +343,9 @@ class LlamaRuntime:
     """One GGUF model, its context, its batch and optionally an mtmd context: every native
     resource of one embedder or reranker, freed in reverse order by `close()`."""
 
-    def __init__(self, model_path: Path, options: LlamaOptions, n_threads: int):
+    def __init__(self, model_path: Path, options: LlamaOptions, n_threads: int, header: gguf_meta.Header):
         self.model_path = model_path
+        self.header = header  # the file's GGUF header, as its owner read it before loading
         self.options = options
         self.n_threads = n_threads
         self.model: Any = None
@@ -385,7 +382,7 @@ class LlamaRuntime:
             )
         self.vocab = lc.llama_model_get_vocab(self.model)
         try:
-            released = release_token_table(self.model_path)
+            released = release_token_table(self.model_path, self.header)
             log.debug("token table: %d bytes left to be read by rows", released)
         except OSError as exc:  # /proc unreadable: the table stays resident, nothing else changes
             log.warning("could not release the token table's pages (%s)", exc)
@@ -397,6 +394,7 @@ class LlamaRuntime:
         context and batch, usable from another thread at the same time; close() it first."""
         other = LlamaRuntime.__new__(LlamaRuntime)
         other.model_path, other.options, other.n_threads = self.model_path, self.options, self.n_threads
+        other.header = self.header
         other.model, other.vocab = self.model, self.vocab
         other.n_ctx_train, other.n_embd = self.n_ctx_train, self.n_embd
         other.ctx = other.batch = other.mctx = other.capture = None

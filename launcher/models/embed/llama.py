@@ -62,7 +62,8 @@ class LlamaEmbedder(Embedder):
         self._closed = False
         self._idle = threading.Condition()
 
-        meta = gguf_meta.model_metadata(self.model_path, pass_mmproj_as="--mmproj")
+        self._header = gguf_meta.model_header(self.model_path, pass_mmproj_as="--mmproj")
+        meta = self._header.meta
         self.architecture = gguf_meta.architecture(meta)
         self.chat_format = self.architecture in CHAT_ARCHITECTURES
         self.name = str(meta.get("general.name") or self.model_path.stem)
@@ -84,7 +85,7 @@ class LlamaEmbedder(Embedder):
 
     def _load(self) -> None:
         opts = self.options
-        rt = self._runtime = LlamaRuntime(self.model_path, opts, self.n_threads)
+        rt = self._runtime = LlamaRuntime(self.model_path, opts, self.n_threads, self._header)
         self.n_ctx_train = rt.n_ctx_train
         causal = self.chat_format
         # The text a document piece aims at, in tokens (bench/bench_retrieval.py, the guide's table):

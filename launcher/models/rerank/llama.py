@@ -69,9 +69,8 @@ def _not_a_reranker(path: Path, why: str) -> ModelError:
     )
 
 
-def read_head(path: Path) -> tuple[np.ndarray, str]:
+def read_head(path: Path, header: gguf_meta.Header) -> tuple[np.ndarray, str]:
     """The (2, hidden) float32 yes/no rows of `cls.output.weight`, dequantized by ggml, and their type."""
-    header = gguf_meta.read_header(path)
     info = header.tensors.get(HEAD_TENSOR)
     if info is None:
         raise _not_a_reranker(path, f"no {HEAD_TENSOR} tensor")
@@ -129,7 +128,8 @@ class LlamaReranker(Reranker):
         self._runtime: LlamaRuntime | None = None
         self._lock = threading.Lock()
 
-        meta = gguf_meta.model_metadata(self.model_path, pass_mmproj_as="the mmproj")
+        self._header = gguf_meta.model_header(self.model_path, pass_mmproj_as="the mmproj")
+        meta = self._header.meta
         self.architecture = gguf_meta.architecture(meta)
         if self.architecture not in CHAT_ARCHITECTURES:
             raise _not_a_reranker(self.model_path, f"architecture {self.architecture!r}")
@@ -137,7 +137,7 @@ class LlamaReranker(Reranker):
             raise _not_a_reranker(
                 self.model_path, "its pooling type is not rank: an embedding or chat model?"
             )
-        self._head_rows, self.head_type = read_head(self.model_path)
+        self._head_rows, self.head_type = read_head(self.model_path, self._header)
         # The official head: one linear row, lm_head[yes] - lm_head[no].
         self._head_diff = self._head_rows[0].astype(np.float64) - self._head_rows[1].astype(np.float64)
         self.name = str(meta.get("general.name") or self.model_path.stem)
@@ -155,7 +155,7 @@ class LlamaReranker(Reranker):
 
     def _load(self, max_length: int) -> None:
         opts = self.options
-        rt = self._runtime = LlamaRuntime(self.model_path, opts, self.n_threads)
+        rt = self._runtime = LlamaRuntime(self.model_path, opts, self.n_threads, self._header)
         labels = rt.classifier_labels()
         if labels != [YES.encode(), NO.encode()]:
             raise _not_a_reranker(self.model_path, f"classifier labels {labels}, expected [yes, no]")

@@ -300,7 +300,7 @@ class LauncherService:
             if not engine.query_ctx and lane:
                 engine = replace(engine, query_ctx=lane)
             # The watcher's pieces size the context (their size: a setting, or the index's own).
-            engine = replace(engine, chunk_tokens=self._watch_options().chunk_tokens)
+            engine = replace(engine, chunk_tokens=self._watch_chunk_tokens())
             o = replace(o, engine_options=engine)
         if Store.exists(self.index_dir):
             self.searcher = Searcher(
@@ -363,8 +363,17 @@ class LauncherService:
         )
         self.watcher.start()
 
+    def _watch_chunk_tokens(self) -> int | None:
+        """The piece size the watcher will ask for: its options', the setting, or the index's own
+        (read from the manifest alone: this runs before the model loads)."""
+        from launcher.ingest.pipeline import kept_chunk_tokens
+
+        if self.options.watch_options is not None:
+            return self.options.watch_options.chunk_tokens  # type: ignore[no-any-return]
+        return config.resolve("chunk_tokens") or kept_chunk_tokens(Store.stored_identity(self.index_dir))
+
     def _watch_options(self) -> Any:
-        from launcher.ingest.pipeline import IndexOptions, document_instruction, kept_chunk_tokens
+        from launcher.ingest.pipeline import IndexOptions, document_instruction
 
         storage = config.resolve("storage")
         dims = config.resolve("dims")
@@ -378,7 +387,7 @@ class LauncherService:
             dims=dims,
             storage=storage,
             instruction=document_instruction(identity),
-            chunk_tokens=config.resolve("chunk_tokens") or kept_chunk_tokens(identity),
+            chunk_tokens=self._watch_chunk_tokens(),
         )
 
     def _on_progress(self, ev: Any) -> None:

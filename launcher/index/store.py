@@ -127,11 +127,12 @@ class Store(FileLookups):
         return (Path(index_dir) / MANIFEST).is_file()
 
     @staticmethod
-    def stored_dtype(index_dir: str | os.PathLike[str]) -> str | None:
-        """The storage type of the index in this directory (manifest only), None when there is none."""
+    def stored_identity(index_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
+        """The identity of the index in this directory (its manifest only, not the file table),
+        None when there is none."""
         if not Store.exists(index_dir):
             return None
-        return str(_read_manifest(Path(index_dir))["dtype"])
+        return dict(_read_manifest(Path(index_dir))["identity"])
 
     @staticmethod
     def open(index_dir: str | os.PathLike[str]) -> Store:

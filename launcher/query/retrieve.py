@@ -623,10 +623,10 @@ def _names(store: Store, cols: FileColumns, terms: list[str], allowed: Mask) -> 
     matched = np.zeros(n, dtype=np.float32)
     total = 0.0
     for t in terms:
-        whole = _files_with(blob, starts, f" {t} ")
+        whole = _files_matching(blob, starts, re.escape(f" {t} "))
         credit = np.zeros(n, dtype=np.float32)
         if len(t) >= 3:  # a started word ("invoic", "report" for "reports") counts half
-            credit[_files_with(blob, starts, f" {t}")] = 0.5
+            credit[_files_matching(blob, starts, re.escape(f" {t}"))] = 0.5
         credit[whole] = 1.0
         df = int((credit > 0).sum())
         w = float(np.log1p(n / (df + 0.5)))
@@ -663,8 +663,7 @@ def _exact_names(store: Store, cols: FileColumns, query: str) -> list[int]:
     blob, starts = store.cache["exact_names"]
     # The whole name, or the name less its last extension ("report" for report.pdf, "a.tar" for
     # a.tar.gz); names are listed from position 1 of the blob, each after its NUL.
-    found = re.finditer("\0" + re.escape(q) + "(?:\\.[^.\0]*)?(?=\0)", blob)
-    return np.unique(np.searchsorted(starts, [m.start() for m in found], side="right") - 1).tolist()
+    return _files_matching(blob, starts, "\0" + re.escape(q) + "(?:\\.[^.\0]*)?(?=\0)").tolist()
 
 
 def _basenames(store: Store, cols: FileColumns) -> list[str]:
@@ -674,8 +673,9 @@ def _basenames(store: Store, cols: FileColumns) -> list[str]:
     return store.cache["basenames"]  # type: ignore[no-any-return]
 
 
-def _files_with(blob: str, starts: I64, needle: str) -> npt.NDArray[np.intp]:
-    pos = np.fromiter((m.start() for m in re.finditer(re.escape(needle), blob)), dtype=np.int64)
+def _files_matching(blob: str, starts: I64, pattern: str) -> npt.NDArray[np.intp]:
+    """The files (ordinals) of a names blob, whose entries begin at `starts`, where `pattern` matches."""
+    pos = np.fromiter((m.start() for m in re.finditer(pattern, blob)), dtype=np.int64)
     return np.unique(np.searchsorted(starts, pos, side="right") - 1)
 
 

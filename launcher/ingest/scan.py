@@ -1,8 +1,11 @@
 """Stage 1: walk the roots and yield a FileRecord for every file worth indexing, a Skip for the rest.
 
-One `os.scandir` per folder and one `stat` per file (DirEntry caches the type from readdir), so a
-rescan of an unchanged tree costs about what `find` costs. Entries are sorted, so the order is the
-same on every run.
+One `os.scandir` per folder and one `stat` per file (DirEntry caches the type from readdir; on
+POSIX both go through the folder's descriptor, so the kernel does not walk the path again per file),
+so a rescan of an unchanged tree costs about what `find -printf '%s %T@'` costs. Entries are sorted,
+so the order is the same on every run. The files of a folder come out as columns (`Files`: paths,
+sizes, mtimes), never an object per file, so the diff can compare 100k files in bulk; `scan` and
+`rescan` turn them into FileRecords for the callers that want one per file.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import re
 import stat
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import pathspec
 
@@ -103,6 +107,27 @@ CODE_NAMES = frozenset(
 
 
 _NAME = operator.attrgetter("name")  # sort key for DirEntry objects, without a Python call each
+# Folders are listed through a descriptor (and files stat'ed relative to it) where the OS can.
+_BY_FD = os.scandir in os.supports_fd and os.stat in os.supports_dir_fd
+_S_IFMT, _S_IFREG = 0o170000, stat.S_IFREG
+
+
+class Files(NamedTuple):
+    """A run of files from one folder, in walk order, as columns (absolute paths, bytes, mtime_ns)."""
+
+    paths: list[str]
+    sizes: list[int]
+    mtimes: list[int]
+
+
+class _Sub(NamedTuple):
+    """A subfolder found while listing its parent, to enter when the walk reaches it."""
+
+    name: str
+    path: str
+    is_link: bool
+    ident: tuple[int, int] | None  # (st_dev, st_ino), only when following symlinks
+    error: OSError | None  # the stat that identity needed failed
 
 
 def kind_of(path: str | os.PathLike[str]) -> str:
@@ -177,11 +202,11 @@ class _Rules:
 
 @dataclass
 class _Frame:
-    """A folder being walked: its entries still to visit and the rules that apply inside it."""
+    """A folder being walked: what is still to visit in it and the rules that apply inside it."""
 
     path: str
     rel: str
-    entries: Iterator[os.DirEntry[str]]
+    items: Iterator[Files | Skip | _Sub]  # runs of files, problems, subfolders, in sorted order
     rules: _Rules
     ident: tuple[int, int] | None  # (st_dev, st_ino) when following symlinks, for loop detection
 
@@ -226,6 +251,28 @@ def scan(
     follow_symlinks: bool = False,
 ) -> Iterator[FileRecord | Skip]:
     """Walk `roots` depth-first in sorted order, yielding a FileRecord per file and a Skip per problem."""
+    return records(
+        scan_files(
+            roots,
+            excludes=excludes,
+            index_dir=index_dir,
+            max_file_bytes=max_file_bytes,
+            include_hidden=include_hidden,
+            follow_symlinks=follow_symlinks,
+        )
+    )
+
+
+def scan_files(
+    roots: Sequence[str | os.PathLike[str]],
+    *,
+    excludes: Sequence[str] = (),
+    index_dir: str | os.PathLike[str] | None = None,
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+    include_hidden: bool = False,
+    follow_symlinks: bool = False,
+) -> Iterator[Files | Skip]:
+    """What `scan` finds, with the files as columns (`Files`, a run per folder) instead of records."""
     walker = _Walker(
         excludes=_Excludes(excludes),
         index_dirs=_index_dirs(index_dir),
@@ -252,6 +299,30 @@ def rescan(
     A path outside every root, gone, or left out by the rules (hidden, excluded, ignored, a system
     folder, inside a Python environment) yields nothing; the ancestors' ignore files still apply.
     """
+    return records(
+        rescan_files(
+            roots,
+            paths,
+            excludes=excludes,
+            index_dir=index_dir,
+            max_file_bytes=max_file_bytes,
+            include_hidden=include_hidden,
+            follow_symlinks=follow_symlinks,
+        )
+    )
+
+
+def rescan_files(
+    roots: Sequence[str | os.PathLike[str]],
+    paths: Sequence[str | os.PathLike[str]],
+    *,
+    excludes: Sequence[str] = (),
+    index_dir: str | os.PathLike[str] | None = None,
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+    include_hidden: bool = False,
+    follow_symlinks: bool = False,
+) -> Iterator[Files | Skip]:
+    """What `rescan` finds, with the files as columns."""
     walker = _Walker(
         excludes=_Excludes(excludes),
         index_dirs=_index_dirs(index_dir),
@@ -264,6 +335,16 @@ def rescan(
         root = next((r for r in kept if inside(path, r)), None)
         if root is not None:
             yield from walker.walk_path(root, path)
+
+
+def records(found: Iterator[Files | Skip]) -> Iterator[FileRecord | Skip]:
+    """Columns of files as one FileRecord each (kind from the name), Skips as they come."""
+    for item in found:
+        if isinstance(item, Skip):
+            yield item
+        else:
+            for path, size, mtime in zip(item.paths, item.sizes, item.mtimes, strict=True):
+                yield FileRecord(path, size, mtime, _kind_of_name(os.path.basename(path)))
 
 
 def _index_dirs(index_dir: str | os.PathLike[str] | None) -> set[str]:
@@ -303,7 +384,7 @@ class _Walker:
                 spelled = os.path.join(root, os.path.relpath(index_dir, real_root))
                 self.index_dirs.add(os.path.normpath(spelled))
 
-    def walk_root(self, root: str) -> Iterator[FileRecord | Skip]:
+    def walk_root(self, root: str) -> Iterator[Files | Skip]:
         """Yield everything under one root (or the root itself when it is a file)."""
         if any(inside(root, d) for d in self.index_dirs):
             return
@@ -317,7 +398,7 @@ class _Walker:
             yield Skip(root, _os_reason(exc))
             return
         if stat.S_ISREG(st.st_mode):
-            yield self._file_record(root, os.path.basename(root), st)
+            yield self._single(root, st)
             return
         if not stat.S_ISDIR(st.st_mode):
             yield Skip(root, "not a regular file or folder")
@@ -325,7 +406,7 @@ class _Walker:
         # The root is walked even when it is hidden or a symlink: the person named it.
         yield from self._walk(root, (st.st_dev, st.st_ino))
 
-    def walk_path(self, root: str, path: str) -> Iterator[FileRecord | Skip]:
+    def walk_path(self, root: str, path: str) -> Iterator[Files | Skip]:
         """Yield what walk_root(root) would yield at or below `path`, a file or folder inside root."""
         if path == root:
             yield from self.walk_root(root)
@@ -343,7 +424,6 @@ class _Walker:
         if frame is None or (not self.include_hidden and name.startswith(".")):
             return
         entry = _PathEntry(os.path.join(frame.path, name), name)
-        rel = f"{frame.rel}/{name}" if frame.rel else name
         try:
             is_link = entry.is_symlink()
             is_dir = entry.is_dir()
@@ -353,15 +433,15 @@ class _Walker:
             yield Skip(entry.path, _os_reason(exc))
             return
         if is_dir:
-            child = self._enter(entry, rel, is_link, frame, [])  # type: ignore[arg-type]
+            child = self._enter(self._sub(entry, is_link), frame, [])  # type: ignore[arg-type]
             if isinstance(child, _Frame):
                 yield from self._walk_frames([child])
             elif child is not None:
                 yield child
         else:
-            found = self._visit_file(entry, rel, is_link, frame)  # type: ignore[arg-type]
-            if found is not None:
-                yield found
+            items: list[Files | Skip | _Sub] = []
+            self._list_files([entry], frame.path, frame.rel, frame.rules, items)  # type: ignore[list-item]
+            yield from items  # type: ignore[misc]
 
     def _folder(self, path: str, name: str, parent: _Frame | None) -> _Frame | None:
         """An ancestor folder of a rescanned path with its rules; None when a full scan never enters it."""
@@ -382,41 +462,154 @@ class _Walker:
         self._folders[path] = found
         return found
 
-    def _file_record(self, path: str, name: str, st: os.stat_result) -> FileRecord | Skip:
+    def _single(self, path: str, st: os.stat_result) -> Files | Skip:
+        """A root that is a file."""
         if st.st_size > self.max_file_bytes:
-            return Skip(
-                path,
-                f"file is {_size(st.st_size)}, over the {_size(self.max_file_bytes)} limit; "
-                "raise it with --max-file-mb",
-            )
-        return FileRecord(path, st.st_size, st.st_mtime_ns, _kind_of_name(name))
+            return self._too_big(path, st.st_size)
+        return Files([path], [st.st_size], [st.st_mtime_ns])
+
+    def _too_big(self, path: str, size: int) -> Skip:
+        return Skip(
+            path,
+            f"file is {_size(size)}, over the {_size(self.max_file_bytes)} limit; raise it with --max-file-mb",
+        )
 
     def _open(
         self, path: str, rel: str, rules: _Rules, ident: tuple[int, int] | None, is_root: bool = False
     ) -> _Frame | Skip | None:
-        """List one folder; None when it is a Python environment (skipped unless it is the root)."""
+        """List one folder and stat its files; None when it is a Python environment (skipped unless
+        it is the root)."""
         try:
-            with os.scandir(path) as it:
-                entries = sorted(it, key=_NAME)
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY) if _BY_FD else None
         except OSError as exc:
             return Skip(path, _os_reason(exc))
-        names = {e.name for e in entries}
-        if not is_root and any(marker in names for marker in ENV_MARKERS):
-            return None
-        files = rules.files
-        lines: list[str] = []
-        for ignore_name in IGNORE_FILES:
-            if ignore_name in names:
-                try:
-                    with open(os.path.join(path, ignore_name), encoding="utf-8", errors="replace") as f:
-                        lines.extend(f.read().splitlines())
-                except OSError:
-                    pass  # an unreadable ignore file ignores nothing; the folder is still walked
-        if lines:
-            files = (*files, _IgnoreFile(rel, lines))
-        return _Frame(path=path, rel=rel, entries=iter(entries), rules=_Rules(files), ident=ident)
+        try:
+            try:
+                with os.scandir(path if fd is None else fd) as it:
+                    entries = sorted(it, key=_NAME)
+            except OSError as exc:
+                return Skip(path, _os_reason(exc))
+            names = {e.name for e in entries}
+            if not is_root and any(marker in names for marker in ENV_MARKERS):
+                return None
+            files = rules.files
+            lines: list[str] = []
+            for ignore_name in IGNORE_FILES:
+                if ignore_name in names:
+                    try:
+                        with open(os.path.join(path, ignore_name), encoding="utf-8", errors="replace") as f:
+                            lines.extend(f.read().splitlines())
+                    except OSError:
+                        pass  # an unreadable ignore file ignores nothing; the folder is still walked
+            if lines:
+                files = (*files, _IgnoreFile(rel, lines))
+            here = _Rules(files)
+            items: list[Files | Skip | _Sub] = []
+            self._list_files(entries, path, rel, here, items)
+        finally:
+            if fd is not None:
+                os.close(fd)
+        return _Frame(path=path, rel=rel, items=iter(items), rules=here, ident=ident)
 
-    def _walk(self, root: str, root_ident: tuple[int, int]) -> Iterator[FileRecord | Skip]:
+    def _list_files(
+        self,
+        entries: list[os.DirEntry[str]],
+        path: str,
+        rel: str,
+        rules: _Rules,
+        items: list[Files | Skip | _Sub],
+    ) -> None:
+        """Sort one folder's entries into runs of files (stat'ed now, while the folder is open),
+        problems and subfolders, in order. The loop is the walk's whole per-file cost: the common
+        case (no excludes, no ignore file, a plain file) is a name check, a stat and three appends."""
+        prefix = path if path.endswith(os.sep) else path + os.sep
+        hidden = self.include_hidden
+        plain = not (self._has_excludes or rules.files)  # no rule can leave a file out by its name
+        cap = self.max_file_bytes
+        run = Files([], [], [])
+        paths, sizes, mtimes = run
+        for entry in entries:
+            name = entry.name
+            if not hidden and name[0] == ".":
+                continue
+            found: tuple[int, int] | Skip | _Sub | None
+            try:
+                # The common case, a plain file (d_type says so: no system call) in a folder without
+                # rules, inline; links, folders and rules go the long way.
+                simple = plain and entry.is_file(follow_symlinks=False) and name not in SYSTEM_FILES
+                if simple:
+                    st = entry.stat(follow_symlinks=False)  # the one stat per file
+                    if st.st_mode & _S_IFMT == _S_IFREG and st.st_size <= cap:
+                        paths.append(prefix + name)
+                        sizes.append(st.st_size)
+                        mtimes.append(st.st_mtime_ns)
+                        continue
+                    found = self._checked_file(prefix + name, st)
+                else:
+                    found = self._entry(entry, name, prefix + name, rel, rules)
+            except FileNotFoundError:
+                continue  # gone since the listing
+            except OSError as exc:
+                found = Skip(prefix + name, _os_reason(exc))
+            if found is None:
+                continue
+            if isinstance(found, (Skip, _Sub)):  # (not `tuple`: a _Sub is a NamedTuple)
+                if paths:
+                    items.append(run)
+                    run = Files([], [], [])
+                    paths, sizes, mtimes = run
+                items.append(found)
+                continue
+            paths.append(prefix + name)
+            sizes.append(found[0])
+            mtimes.append(found[1])
+        if paths:
+            items.append(run)
+
+    def _entry(
+        self, entry: os.DirEntry[str] | _PathEntry, name: str, full: str, rel: str, rules: _Rules
+    ) -> tuple[int, int] | Skip | _Sub | None:
+        """One entry the long way: a subfolder to enter later, a file as (size, mtime_ns), a Skip,
+        or None when the rules leave it out."""
+        is_link = entry.is_symlink()
+        if entry.is_dir():  # follows symlinks; free for non-links (d_type from readdir)
+            return self._sub(entry, is_link, full)
+        if name in SYSTEM_FILES:
+            return None
+        if (self._has_excludes or rules.files) and not self._wanted(
+            name, f"{rel}/{name}" if rel else name, full, False, rules
+        ):
+            return None
+        try:
+            st = entry.stat()  # follows a symlinked file to its target
+        except FileNotFoundError:
+            # A dangling link is worth a note; a file that vanished since the listing is not.
+            return Skip(full, "broken symlink") if is_link else None
+        if is_link and self.index_dirs and any(inside(os.path.realpath(full), d) for d in self.index_dirs):
+            return None  # a link into the index is still the index
+        return self._checked_file(full, st)
+
+    def _checked_file(self, full: str, st: os.stat_result) -> tuple[int, int] | Skip:
+        """A stat'ed file as (size, mtime_ns), or why it is left out."""
+        if st.st_mode & _S_IFMT != _S_IFREG:
+            return Skip(full, "not a regular file")
+        if st.st_size > self.max_file_bytes:
+            return self._too_big(full, st.st_size)
+        return (st.st_size, st.st_mtime_ns)
+
+    def _sub(self, entry: os.DirEntry[str] | _PathEntry, is_link: bool, path: str | None = None) -> _Sub:
+        """A subfolder, with its identity when following symlinks (stat'ed while its parent is open)."""
+        ident: tuple[int, int] | None = None
+        error: OSError | None = None
+        if self.follow_symlinks:
+            try:
+                st = entry.stat()  # only when following: real folders otherwise cost no stat
+                ident = (st.st_dev, st.st_ino)
+            except OSError as exc:
+                error = exc
+        return _Sub(entry.name, path or entry.path, is_link, ident, error)
+
+    def _walk(self, root: str, root_ident: tuple[int, int]) -> Iterator[Files | Skip]:
         # An explicit stack instead of recursion: folder depth is not bounded by Python's stack.
         first = self._open(root, "", _Rules(), root_ident if self.follow_symlinks else None, is_root=True)
         if isinstance(first, Skip):
@@ -427,33 +620,20 @@ class _Walker:
             self.seen_dirs.add(root_ident)
         yield from self._walk_frames([first])
 
-    def _walk_frames(self, stack: list[_Frame]) -> Iterator[FileRecord | Skip]:
+    def _walk_frames(self, stack: list[_Frame]) -> Iterator[Files | Skip]:
         while stack:
             frame = stack[-1]
-            entry = next(frame.entries, None)
-            if entry is None:
+            item = next(frame.items, None)
+            if item is None:
                 stack.pop()
-                continue
-            name = entry.name
-            if not self.include_hidden and name.startswith("."):
-                continue
-            rel = f"{frame.rel}/{name}" if frame.rel else name
-            try:
-                is_link = entry.is_symlink()
-                is_dir = entry.is_dir()  # follows symlinks; free for non-links (d_type from readdir)
-            except OSError as exc:
-                yield Skip(entry.path, _os_reason(exc))
-                continue
-            if is_dir:
-                child = self._enter(entry, rel, is_link, frame, stack)
+            elif isinstance(item, _Sub):
+                child = self._enter(item, frame, stack)
                 if isinstance(child, _Frame):
                     stack.append(child)
                 elif child is not None:
                     yield child
             else:
-                found = self._visit_file(entry, rel, is_link, frame)
-                if found is not None:
-                    yield found
+                yield item
 
     def _wanted(self, name: str, rel: str, path: str, is_dir: bool, rules: _Rules) -> bool:
         """Whether excludes and ignore files let this entry through."""
@@ -461,61 +641,29 @@ class _Walker:
             return False
         return not (rules.files and rules.ignored(rel, is_dir))
 
-    def _enter(
-        self, entry: os.DirEntry[str], rel: str, is_link: bool, parent: _Frame, stack: list[_Frame]
-    ) -> _Frame | Skip | None:
+    def _enter(self, sub: _Sub, parent: _Frame, stack: list[_Frame]) -> _Frame | Skip | None:
         """The frame for a subfolder to descend into, a Skip, or None when it is left out by design."""
-        name = entry.name
+        name = sub.name
+        rel = f"{parent.rel}/{name}" if parent.rel else name
         if name in SYSTEM_DIRS or (os.path.basename(parent.path), name) in SYSTEM_DIR_PAIRS:
             return None
-        if not self._wanted(name, rel, entry.path, True, parent.rules) or entry.path in self.index_dirs:
+        if not self._wanted(name, rel, sub.path, True, parent.rules) or sub.path in self.index_dirs:
             return None
-        ident: tuple[int, int] | None = None
         if self.follow_symlinks:
-            try:
-                st = entry.stat()  # only when following: real folders otherwise cost no stat
-            except OSError as exc:
-                return Skip(entry.path, _os_reason(exc))
-            ident = (st.st_dev, st.st_ino)
+            if sub.error is not None:
+                return Skip(sub.path, _os_reason(sub.error))
+            ident = sub.ident
+            assert ident is not None
             if ident in self.seen_dirs:
                 if any(f.ident == ident for f in stack):
-                    return Skip(entry.path, "symlink loop; folder is its own ancestor")
-                return Skip(entry.path, "folder already scanned through another path")
-            if is_link and os.path.realpath(entry.path) in self.index_dirs:
+                    return Skip(sub.path, "symlink loop; folder is its own ancestor")
+                return Skip(sub.path, "folder already scanned through another path")
+            if sub.is_link and os.path.realpath(sub.path) in self.index_dirs:
                 return None
             self.seen_dirs.add(ident)
-        elif is_link:
-            return Skip(entry.path, "symlinked folder not followed; use --follow-symlinks to walk it")
-        return self._open(entry.path, rel, parent.rules, ident)
-
-    def _visit_file(
-        self, entry: os.DirEntry[str], rel: str, is_link: bool, parent: _Frame
-    ) -> FileRecord | Skip | None:
-        """The record for one file, after excludes, ignore files and the size cap."""
-        name = entry.name
-        if name in SYSTEM_FILES:
-            return None
-        # Most folders have neither excludes nor ignore files: no call for the common case.
-        if (self._has_excludes or parent.rules.files) and not self._wanted(
-            name, rel, entry.path, False, parent.rules
-        ):
-            return None
-        try:
-            st = entry.stat()  # the one stat per file; follows a symlinked file to its target
-        except FileNotFoundError:
-            # A dangling link is worth a note; a file that vanished since the listing is not.
-            return Skip(entry.path, "broken symlink") if is_link else None
-        except OSError as exc:
-            return Skip(entry.path, _os_reason(exc))
-        if (
-            is_link
-            and self.index_dirs
-            and any(inside(os.path.realpath(entry.path), d) for d in self.index_dirs)
-        ):
-            return None  # a link into the index is still the index
-        if not stat.S_ISREG(st.st_mode):
-            return Skip(entry.path, "not a regular file")
-        return self._file_record(entry.path, name, st)
+        elif sub.is_link:
+            return Skip(sub.path, "symlinked folder not followed; use --follow-symlinks to walk it")
+        return self._open(sub.path, rel, parent.rules, sub.ident)
 
 
 class _PathEntry:
@@ -536,8 +684,14 @@ class _PathEntry:
                 return False  # a dangling link, as DirEntry.is_dir() says
             raise
 
-    def stat(self) -> os.stat_result:
-        return os.stat(self.path)
+    def is_file(self, *, follow_symlinks: bool = True) -> bool:
+        try:
+            return stat.S_ISREG(os.stat(self.path, follow_symlinks=follow_symlinks).st_mode)
+        except FileNotFoundError:
+            return False
+
+    def stat(self, *, follow_symlinks: bool = True) -> os.stat_result:
+        return os.stat(self.path, follow_symlinks=follow_symlinks)
 
 
 def _size(n: int) -> str:

@@ -320,9 +320,12 @@ def test_what_the_indexer_asks_of_the_writer(tmp_path: Path) -> None:
         w.set_vectors([pa[1]], unit(1, 4))
         assert w.pending_count() == 5
         assert w.pending_by_file() == {fa: [pa[0], pa[2]], fb: pb, fc: pc}
-        assert set(w.state_under(["/r"])) == {"/r/a.txt", "/r/sub/c.txt"}
-        assert w.state_under(["/r/"])["/r/a.txt"] == (fa, 10, 1, "ha", "text")
-        assert set(w.state_under(["/r/sub/c.txt", "/r/su"])) == {"/r/sub/c.txt"}  # a file; no half-names
+        assert w.indexed_under(["/r"]).paths == ["/r/a.txt", "/r/sub/c.txt"]
+        under = w.indexed_under(["/r/"])
+        assert under.numeric_ids.tolist() == [int(fa[1:]), int(fc[1:])]
+        assert under.sizes.tolist() == [10, 10] and under.mtime_ns.tolist() == [1, 1]
+        assert under.known(0) == (fa, 10, 1, "ha", "text")
+        assert w.indexed_under(["/r/sub/c.txt", "/r/su"]).paths == ["/r/sub/c.txt"]  # a file; no half-names
         assert w.files_by_id([fc]) == {fc: rec("/r/sub/c.txt")}
         assert w.piece_count(fa) == 3 and w.pieces_of(fa) == pa
         assert w.piece_positions(fa, [pa[2], pa[0]]) == [2, 0]

@@ -13,8 +13,12 @@ from launcher.core.records import Locator, Piece
 from launcher.index import keywords
 from launcher.index.manifest import F32, I32, I64, FileId, Mask, PieceId
 from launcher.index.segments import (
+    COL_HASH,
+    COL_KIND,
+    COL_MTIME,
     COL_NAME,
     COL_PATH,
+    COL_SIZE,
     FileTable,
 )
 
@@ -114,6 +118,26 @@ def _ords(lookup: I32, numeric_file_ids: I64) -> I32:
     out = np.full(ids.shape, -1, dtype=np.int32)
     out[inside] = lookup[ids[inside]]
     return out
+
+
+@dataclass(frozen=True)
+class Indexed:
+    """The indexed files at or below some folders, as columns: what a rescan's diff compares its
+    walk with (a tuple per file for 100k files cost more than the walk itself)."""
+
+    paths: list[str]
+    numeric_ids: I64
+    sizes: I64
+    mtime_ns: I64
+    _table: FileTable = field(repr=False)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def known(self, pos: int) -> tuple[FileId, int, int, str, str]:
+        """(file id, size, mtime_ns, content hash, kind) of the file at a position (diff.Known's order)."""
+        row = self._table.rows[int(self.numeric_ids[pos])]
+        return (f"f{row[0]}", row[COL_SIZE], row[COL_MTIME], row[COL_HASH], row[COL_KIND])
 
 
 @dataclass(frozen=True)

@@ -132,7 +132,12 @@ class FileTable:
 
     def failed_piece_ids(self) -> I64:
         """Numeric ids of the pieces that failed to embed, sorted."""
-        ids = [row[COL_FIRST] + int(pos) for row in self.rows.values() for pos in failed_of(row)]
+        ids = [
+            row[COL_FIRST] + int(pos)
+            for row in self.rows.values()
+            if len(row) > COL_FAILED and row[COL_FAILED]  # failed_of, inlined: it runs per file
+            for pos in row[COL_FAILED]
+        ]
         return np.array(sorted(ids), dtype=np.int64)
 
     def numeric_ids(self) -> I64:

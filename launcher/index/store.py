@@ -49,6 +49,7 @@ import numpy as np
 import numpy.typing as npt
 
 from launcher.core.errors import StoreError
+from launcher.core.gcpause import paused_gc
 from launcher.core.records import KINDS, Locator, Matrix
 from launcher.index.info import (
     Failure,
@@ -202,8 +203,9 @@ class Store(FileLookups):
             todo = files[len(done) :]
         else:
             table, todo = FileTable(), files
-        for name in todo:
-            table.apply(json.loads((root / f"{name}.json").read_text(encoding="utf-8")))
+        with paused_gc():
+            for name in todo:
+                table.apply(json.loads((root / f"{name}.json").read_text(encoding="utf-8")))
         return Store(root, manifest, table, pieces, vectors)
 
     # the manifest

@@ -9,6 +9,8 @@ import os
 import secrets
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from itertools import repeat
+from operator import itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +25,7 @@ from launcher.index.compaction import Compaction
 from launcher.index.info import (
     Failure,
     FileLookups,
+    Indexed,
     PieceMeta,
     _num,
 )
@@ -40,6 +43,7 @@ from launcher.index.manifest import (
     TEXT_CAP,
     Dtype,
     FileId,
+    Mask,
     PieceId,
     _live_files,
     _names,
@@ -257,20 +261,27 @@ class Writer(Compaction, FileLookups):
 
     def pending_pieces(self) -> list[PieceId]:
         """Pieces of live files that still need a vector, in insertion order."""
-        live = np.sort(self._table.numeric_ids())
-        keep = ~self._pend_done & contains_sorted(live, self._pend_files)
-        out = [f"p{int(i)}" for i in self._pend_ids[keep]]
-        rows = self._table.rows
-        out += [
-            f"p{p}"
-            for p, f in zip(self._new_ids, self._new_files, strict=True)
-            if p not in self._new_done and f in rows
-        ]
+        out = [f"p{int(i)}" for i in self._pend_ids[self._pending_committed()]]
+        out += [f"p{p}" for p in self._pending_new()]
         return out
 
     def pending_count(self) -> int:
-        """How many pieces still need a vector."""
-        return len(self.pending_pieces())
+        """How many pieces still need a vector (counted, not listed)."""
+        return int(self._pending_committed().sum()) + len(self._pending_new())
+
+    def _pending_committed(self) -> Mask:
+        """Which of the pieces pending when the writer opened still are."""
+        live = np.sort(self._table.numeric_ids())
+        return ~self._pend_done & contains_sorted(live, self._pend_files)  # type: ignore[no-any-return]
+
+    def _pending_new(self) -> list[int]:
+        """Pieces added by this writer that still need a vector."""
+        rows = self._table.rows
+        return [
+            p
+            for p, f in zip(self._new_ids, self._new_files, strict=True)
+            if p not in self._new_done and f in rows
+        ]
 
     def pending_by_file(self) -> dict[FileId, list[PieceId]]:
         """Pending piece ids grouped by file, files in the order their first pending piece was added."""
@@ -293,17 +304,25 @@ class Writer(Compaction, FileLookups):
             out[file_id] = FileRecord(r[COL_PATH], r[COL_SIZE], r[COL_MTIME], r[COL_KIND])
         return out
 
-    def state_under(self, roots: Sequence[str]) -> dict[str, tuple[str, int, int, str, str]]:
-        """path -> (file id, size, mtime_ns, content hash, kind) of the indexed files at or below any of
-        these folders: what a rescan's diff needs, as plain tuples (FileInfo objects for 100k
-        files cost more than the scan itself)."""
-        exact = set(roots)
+    def indexed_under(self, roots: Sequence[str]) -> Indexed:
+        """The indexed files at or below any of these folders (or equal to one of these paths), as
+        columns: what a rescan's diff needs, without a Python object per file."""
+        rows = list(self._table.rows.values())
+        paths = list(map(itemgetter(COL_PATH), rows))
         prefixes = tuple(folder_prefix(r) for r in roots)
-        return {
-            row[COL_PATH]: (f"f{fid}", row[COL_SIZE], row[COL_MTIME], row[COL_HASH], row[COL_KIND])
-            for fid, row in self._table.rows.items()
-            if row[COL_PATH].startswith(prefixes) or row[COL_PATH] in exact
-        }
+        kept = list(map(str.startswith, paths, repeat(prefixes)))
+        if not all(kept):
+            exact = set(roots)
+            rows = [r for r, k, p in zip(rows, kept, paths, strict=True) if k or p in exact]
+            paths = list(map(itemgetter(COL_PATH), rows))
+        n = len(rows)
+        return Indexed(
+            paths=paths,
+            numeric_ids=np.fromiter(map(itemgetter(0), rows), np.int64, n),
+            sizes=np.fromiter(map(itemgetter(COL_SIZE), rows), np.int64, n),
+            mtime_ns=np.fromiter(map(itemgetter(COL_MTIME), rows), np.int64, n),
+            _table=self._table,
+        )
 
     def piece_count(self, file_id: FileId) -> int:
         """How many pieces the file was indexed with."""
@@ -484,9 +503,9 @@ class Writer(Compaction, FileLookups):
         if root not in roots:
             raise KeyError(root)
         del roots[root]
-        under = self.state_under([root])
-        for file_id, *_ in under.values():
-            self._remove(_num(file_id, "f"))
+        under = self.indexed_under([root])
+        for fid in under.numeric_ids.tolist():
+            self._remove(fid)
         for path in [p for p in self._table.skips if inside_any(p, [root])]:
             self._unskip(path)
         self.set_roots(roots)

@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image
 
 from launcher.core.errors import LauncherError, first_line
+from launcher.core.gcpause import paused_gc
 from launcher.core.paths import folder_prefix, inside_any, unique_paths
 from launcher.core.records import FileRecord, Piece, Skip
 from launcher.index.gone import take_gone
@@ -410,22 +411,40 @@ class Indexer:
             writer.set_roots(merged)
             self._roots = merged
             report.removed += self._drop_gone(writer)
-            records: list[FileRecord] = []
-            for i, item in enumerate(self._walk(folders, merged)):
-                if isinstance(item, Skip):
-                    report.skipped.append(item)
-                else:
-                    records.append(item)
-                if i % 1000 == 0:
-                    progress(Progress("scan", i, 0))
-            scanned = len(records) + len(report.skipped)
-            progress(Progress("scan", scanned, scanned))
-            plan = diff_stage.plan(records, writer.state_under(folders))
+            with paused_gc():  # millions of acyclic objects: the collector would only rescan them
+                plan = self._scan(writer, folders, merged, report, progress)
             self._backfill_taken(writer)  # committed with the removals and moves below
             self._apply(writer, plan, folders, report, progress, checkpoint, defer)
             self._finish(writer, report, progress, checkpoint)
         report.seconds = time.monotonic() - started
         return report
+
+    def _scan(
+        self,
+        writer: Writer,
+        folders: Sequence[str],
+        roots: Mapping[str, ScanOptions],
+        report: IndexReport,
+        progress: ProgressFn,
+    ) -> diff_stage.Plan:
+        """Walk `folders` and compare what is on disk with what the index holds, in bulk."""
+        paths: list[str] = []
+        sizes: list[int] = []
+        mtimes: list[int] = []
+        shown = 0
+        for item in self._walk(folders, roots):
+            if isinstance(item, Skip):
+                report.skipped.append(item)
+            else:
+                paths += item.paths
+                sizes += item.sizes
+                mtimes += item.mtimes
+            if len(paths) - shown >= 1000:
+                shown = len(paths)
+                progress(Progress("scan", shown + len(report.skipped), 0))
+        scanned = len(paths) + len(report.skipped)
+        progress(Progress("scan", scanned, scanned))
+        return diff_stage.plan_files(paths, sizes, mtimes, writer.indexed_under(folders))
 
     def update(
         self,
@@ -466,7 +485,7 @@ class Indexer:
             scopes = [p for p in unique_paths(list(changed)) if inside_any(p, roots)]
             if scopes:
                 records: list[FileRecord] = []
-                for item in self._walk(scopes, self._roots):
+                for item in scan_stage.records(self._walk(scopes, self._roots)):
                     if isinstance(item, Skip):
                         report.skipped.append(item)
                     else:
@@ -534,17 +553,20 @@ class Indexer:
             "follow_symlinks": options.follow_symlinks,
         }
 
-    def _walk(self, folders: Sequence[str], roots: Mapping[str, ScanOptions]) -> Iterator[FileRecord | Skip]:
+    def _walk(
+        self, folders: Sequence[str], roots: Mapping[str, ScanOptions]
+    ) -> Iterator[scan_stage.Files | Skip]:
         """Scan each folder with the options of its root: a root whole, a folder inside one as a
         part of it (the root's ignore files and rules apply)."""
         for folder in unique_paths(list(folders)):
             root = root_of(folder, list(roots))
             if root is None:
-                yield from scan_stage.scan([folder], **self._scan_settings(self.options_for(folder, roots)))
+                settings = self._scan_settings(self.options_for(folder, roots))
+                yield from scan_stage.scan_files([folder], **settings)
             elif root == folder:
-                yield from scan_stage.scan([folder], **self._scan_settings(roots[root]))
+                yield from scan_stage.scan_files([folder], **self._scan_settings(roots[root]))
             else:
-                yield from scan_stage.rescan([root], [folder], **self._scan_settings(roots[root]))
+                yield from scan_stage.rescan_files([root], [folder], **self._scan_settings(roots[root]))
 
     def _extract_settings(self, path: str) -> ExtractSettings:
         """Extraction settings for a file: the pixel cap of its root."""

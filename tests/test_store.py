@@ -572,3 +572,25 @@ def test_new_index_files_are_private_whatever_the_umask(tmp_path: Path) -> None:
     assert index.stat().st_mode & 0o777 == 0o700
     modes = {p.name: p.stat().st_mode & 0o777 for p in index.iterdir()}
     assert modes and all(m == 0o600 for m in modes.values()), modes
+
+
+def test_a_writer_builds_on_a_previous_snapshot_and_still_sees_other_writers(tmp_path: Path) -> None:
+    index = tmp_path / "i"
+    with Store.open_writer(index, IDENTITY, dims=4) as w:
+        fa, _ = w.add_file(rec("/r/a.txt"), "ha", pieces("alpha"))
+    first = w.snapshot()
+    # Another writer (another process, as far as the index knows) commits in between.
+    with Store.open_writer(index, IDENTITY, dims=4) as other:
+        fb, _ = other.add_file(rec("/r/b.txt"), "hb", pieces("beta"))
+        other.remove_file(fa)
+        fc, _ = other.add_file(rec("/r/c.txt"), "hc", pieces("gamma"))
+    with Store.open_writer(index, IDENTITY, dims=4, previous=first) as w2:
+        # The part both have read is shared, not parsed again; the deltas since are applied.
+        assert w2.indexed_under(["/r"]).paths == ["/r/b.txt", "/r/c.txt"]
+        assert w2.file_by_path("/r/a.txt") is None
+        w2.add_file(rec("/r/d.txt"), "hd", pieces("delta"))
+    with Store.open_writer(index, IDENTITY, dims=4, previous=w2.snapshot()) as w3:
+        assert w3.indexed_under(["/r"]).paths == ["/r/b.txt", "/r/c.txt", "/r/d.txt"]
+        row_c = w3.snapshot()._table.rows[int(fc[1:])]
+        assert row_c is w2.snapshot()._table.rows[int(fc[1:])]  # the same row object: not read again
+    assert [f.path for f in Store.open(index).files()] == ["/r/b.txt", "/r/c.txt", "/r/d.txt"]

@@ -150,13 +150,15 @@ class Store(FileLookups):
         reset: bool = False,
         on_mismatch: Literal["raise", "reset"] = "raise",
         adopt: Sequence[str] = (),
+        previous: Store | None = None,
     ) -> Writer:
         """The one writer (a context manager). StoreLocked if another process writes; ModelMismatch
         if the index holds another identity/dims/dtype, unless on_mismatch="reset" (then, as with
         reset=True, the writer starts an empty index that replaces the old one at its first
         commit, and `writer.reset_reason` says why). When only keys named in `adopt` differ, the
         index is kept and takes the new identity at the next commit; `writer.adopted` lists them
-        (old, new), and the caller re-embeds what they affect."""
+        (old, new), and the caller re-embeds what they affect. `previous`, a snapshot of this index
+        the caller holds (an earlier writer's), spares reading again the file-table parts it has."""
         if on_mismatch not in ("raise", "reset"):
             raise ValueError(f"on_mismatch must be 'raise' or 'reset', not {on_mismatch!r}")
         return Writer(
@@ -168,6 +170,7 @@ class Store(FileLookups):
             on_mismatch=on_mismatch,
             adopt=adopt,
             snapshots=Store,
+            previous=previous,
         )
 
     def refresh(self) -> Store:

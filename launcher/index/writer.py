@@ -115,6 +115,7 @@ class Writer(Compaction, FileLookups):
         on_mismatch: str,
         adopt: Sequence[str] = (),
         snapshots: type[Store],
+        previous: Store | None = None,
     ) -> None:
         if dtype not in DTYPES:
             raise ValueError(f"storage dtype must be one of {DTYPES}, not {dtype!r}")
@@ -136,7 +137,7 @@ class Writer(Compaction, FileLookups):
         make_private(root, recursive=True)  # an index written by an older version, or another umask
         self._lock_fd = self._lock()
         try:
-            self._open(reset, on_mismatch)
+            self._open(reset, on_mismatch, previous)
         except BaseException:
             self.close()
             raise
@@ -155,7 +156,7 @@ class Writer(Compaction, FileLookups):
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         return fd
 
-    def _open(self, reset: bool, on_mismatch: str) -> None:
+    def _open(self, reset: bool, on_mismatch: str, previous: Store | None) -> None:
         if self._snapshots.exists(self.root):
             manifest = _read_manifest(self.root)
             if not reset:
@@ -170,7 +171,8 @@ class Writer(Compaction, FileLookups):
                     else:
                         reset, self.reset_reason = True, str(exc)
             self._clean_orphans(manifest)
-            base = self._snapshots._from_manifest(self.root, manifest, None)
+            # The file table parts `previous` already read (written once, never changed) are reused.
+            base = self._snapshots._from_manifest(self.root, manifest, previous)
             if reset:
                 # A fresh, empty index; readers keep seeing the old one until our first commit.
                 base = self._snapshots(self.root, self._fresh(manifest), FileTable(), [], [])

@@ -281,6 +281,10 @@ class Indexer:
         self.notes: list[str] = []  # one line each: why pieces were embedded again
         self.images = bool(embedder.supports_images)
         self._stop = threading.Event()
+        # The last writer opened: its last commit is a snapshot the next writer builds on, reading
+        # only the file-table deltas committed since (a watcher's update on a 100k-file index
+        # would otherwise parse the whole table again for every batch of events).
+        self._last_writer: Writer | None = None
         settings = replace(self.options.extract, budget=token_budget(embedder, self.options))
         if not self.images:
             # Page renders and video frames are useless to a text-only model: don't make them.
@@ -299,6 +303,8 @@ class Indexer:
         A different model or pipeline resets the index (never mixing vectors), or raises
         ModelMismatch with reset_on_mismatch=False."""
 
+        previous = self._last_writer.snapshot() if self._last_writer is not None else None
+
         def opened(adopt: tuple[str, ...]) -> Writer:
             return Store.open_writer(
                 self.index_dir,
@@ -307,6 +313,7 @@ class Indexer:
                 dtype=self.options.storage,  # type: ignore[arg-type]
                 on_mismatch="reset" if reset_on_mismatch else "raise",
                 adopt=adopt,
+                previous=previous,
             )
 
         writer = opened((*IMAGE_KEYS, *RECORDED_LATER, "chunking"))
@@ -319,6 +326,7 @@ class Indexer:
         except BaseException:
             writer.close()
             raise
+        self._last_writer = writer
         return writer
 
     def _take_over(self, writer: Writer) -> None:

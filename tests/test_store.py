@@ -24,7 +24,7 @@ from launcher.core.records import FileRecord, Locator, Piece, Skip
 from launcher.index import compaction, gone
 from launcher.index import manifest as manifest_mod
 from launcher.index.info import PieceMeta
-from launcher.index.store import Store
+from launcher.index.store import Store, Stored
 
 IDENTITY = {
     "model": "synthetic",
@@ -594,3 +594,19 @@ def test_a_writer_builds_on_a_previous_snapshot_and_still_sees_other_writers(tmp
         row_c = w3.snapshot()._table.rows[int(fc[1:])]
         assert row_c is w2.snapshot()._table.rows[int(fc[1:])]  # the same row object: not read again
     assert [f.path for f in Store.open(index).files()] == ["/r/b.txt", "/r/c.txt", "/r/d.txt"]
+
+
+def test_stored_reads_the_manifest_alone(tmp_path: Path) -> None:
+    index = tmp_path / "i"
+    assert Stored.read(index) is None
+    with Store.open_writer(index, IDENTITY, dims=4, dtype="int8") as w:
+        w.set_roots(["/r"])
+        w.add_file(rec("/r/a.txt"), "ha", pieces("alpha"))
+    for table_part in index.glob("f-*.json"):
+        table_part.unlink()  # a reader of the file table would fail now
+    with pytest.raises((StoreError, FileNotFoundError)):
+        Store.open(index)
+    stored = Stored.read(index)
+    assert stored is not None
+    assert (stored.roots, stored.dtype, stored.dims, stored.identity) == (["/r"], "int8", 4, IDENTITY)
+    assert list(stored.root_options()) == ["/r"]

@@ -47,7 +47,7 @@ from launcher.app.runfile import Instance, RunInfo, new_token, same_secret
 from launcher.core import config
 from launcher.core.errors import InputError, LauncherError, NotIndexed, ServerError, StoreError
 from launcher.index.info import FileInfo
-from launcher.index.store import Store
+from launcher.index.store import Store, Stored
 from launcher.models.catalogue import write_model_hint
 from launcher.query.rerank import DEFAULT_RERANK_TOP, RerankedHits, ResidentReranker
 from launcher.query.session import Query, Searcher
@@ -351,7 +351,8 @@ class LauncherService:
         from launcher.watch.watcher import Watcher  # the watcher is optional: imported only for --watch
 
         options = self.options.watch_options or self._watch_options()
-        remembered = Store.open(self.index_dir).root_options() if Store.exists(self.index_dir) else {}
+        stored = Stored.read(self.index_dir)  # the manifest alone: the watcher's writer reads the table
+        remembered = stored.root_options() if stored is not None else {}
         folders = [str(Path(p).resolve()) for p in self.options.watch]
         self.watcher = Watcher(
             self.index_dir,
@@ -378,8 +379,8 @@ class LauncherService:
         storage = config.resolve("storage")
         dims = config.resolve("dims")
         identity = None
-        if Store.exists(self.index_dir):  # keep the index's own shape: a watcher never resets it
-            store = Store.open(self.index_dir)
+        store = Stored.read(self.index_dir)
+        if store is not None:  # keep the index's own shape: a watcher never resets it
             storage = store.dtype
             dims = store.dims if store.dims != getattr(self.embedder, "dims", store.dims) else None
             identity = store.identity

@@ -19,7 +19,7 @@ from typing import Any
 from launcher.core import config
 from launcher.core.errors import LauncherError, StoreError
 from launcher.index.roots import ScanFlags, ScanOptions, chosen_options
-from launcher.index.store import Store
+from launcher.index.store import Store, Stored
 from launcher.ingest.extract import ExtractSettings
 from launcher.ingest.pipeline import (
     Indexer,
@@ -65,7 +65,7 @@ def run_index(
     for p in paths:
         if not Path(p).expanduser().exists():
             raise LauncherError(f"no such file or folder: {p}")
-    existing = Store.open(index_dir) if Store.exists(index_dir) else None
+    existing = Stored.read(index_dir)  # the manifest: the writer reads the file table once
     if not paths and not (existing and existing.roots):
         raise LauncherError(f"no folders to index: the index at {index_dir} has no roots yet; give PATH")
     if storage is None:
@@ -205,12 +205,12 @@ def scan_flags(
 
 def run_forget(index_dir: Path, path: Path) -> int:
     """`launcher forget PATH`: drop a root and every file under it; returns how many files went."""
-    if not Store.exists(index_dir):
+    store = Stored.read(index_dir)  # the manifest: the writer below reads the file table
+    if store is None:
         raise LauncherError(f"no index at {index_dir}: nothing to forget")
     folder = (
         str(path.expanduser().resolve()) if path.expanduser().exists() else os.path.abspath(path.expanduser())
     )
-    store = Store.open(index_dir)
     if folder not in store.roots:
         roots = ", ".join(store.roots) or "none"
         raise LauncherError(f"{path} is not a root of the index at {index_dir} (roots: {roots})")
@@ -266,7 +266,7 @@ def run_watch(
     # the barrier instead keeps background embedding close to full speed and frees the cores.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read when llama.cpp loads, just below
     logging.getLogger("launcher.watch").setLevel(logging.INFO)  # one line per batch, for the journal
-    existing = Store.open(index_dir) if Store.exists(index_dir) else None
+    existing = Stored.read(index_dir)  # the manifest: the writer reads the file table once
     roots = [Path(p).expanduser() for p in paths] or [Path(r) for r in (existing.roots if existing else [])]
     if not roots:
         raise LauncherError("no folders to watch: give PATH, or run `launcher index PATH` first")

@@ -96,7 +96,51 @@ from launcher.index.segments import (
 from launcher.index.writer import Writer
 
 
-class Store(FileLookups):
+class Stored:
+    """What an index's manifest says, without its file table: the settings a job decides before it
+    opens the index (a 100k-file table costs ~0.1 s to read; a manifest, a few kB). Store is one too."""
+
+    def __init__(self, manifest: dict[str, Any]) -> None:
+        self.manifest = manifest
+
+    @staticmethod
+    def read(index_dir: str | os.PathLike[str]) -> Stored | None:
+        """The manifest of the index in this directory, None when there is none."""
+        if not Store.exists(index_dir):
+            return None
+        return Stored(_read_manifest(Path(index_dir)))
+
+    @property
+    def generation(self) -> int:
+        """Increases by one with every commit."""
+        return int(self.manifest["generation"])
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        """The model and pipeline identity the vectors were made with."""
+        return dict(self.manifest["identity"])
+
+    @property
+    def dims(self) -> int:
+        """Stored vector width (after Matryoshka truncation)."""
+        return int(self.manifest["dims"])
+
+    @property
+    def dtype(self) -> str:
+        """Storage dtype of the vectors: float32, float16 or int8."""
+        return str(self.manifest["dtype"])
+
+    @property
+    def roots(self) -> list[str]:
+        """The folders the index covers (every `launcher index PATH` adds one)."""
+        return list(self.manifest.get("roots", []))
+
+    def root_options(self) -> dict[str, ScanOptions]:
+        """Each root's remembered scan options (the defaults for an index from before they were kept)."""
+        return stored_options(self.manifest)
+
+
+class Store(Stored, FileLookups):
     """A read-only snapshot of the index at one generation. Cheap to open; never takes the lock."""
 
     def __init__(
@@ -107,8 +151,8 @@ class Store(FileLookups):
         pieces: list[PieceSegment],
         vectors: list[VectorSegment],
     ) -> None:
+        super().__init__(manifest)
         self.root = root
-        self.manifest = manifest
         self._table = table
         self._pieces = pieces
         self._vectors = vectors
@@ -131,9 +175,8 @@ class Store(FileLookups):
     def stored_identity(index_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
         """The identity of the index in this directory (its manifest only, not the file table),
         None when there is none."""
-        if not Store.exists(index_dir):
-            return None
-        return dict(_read_manifest(Path(index_dir))["identity"])
+        stored = Stored.read(index_dir)
+        return None if stored is None else stored.identity
 
     @staticmethod
     def open(index_dir: str | os.PathLike[str]) -> Store:
@@ -210,37 +253,6 @@ class Store(FileLookups):
             for name in todo:
                 table.apply(json.loads((root / f"{name}.json").read_text(encoding="utf-8")))
         return Store(root, manifest, table, pieces, vectors)
-
-    # the manifest
-
-    @property
-    def generation(self) -> int:
-        """Increases by one with every commit."""
-        return int(self.manifest["generation"])
-
-    @property
-    def identity(self) -> dict[str, Any]:
-        """The model and pipeline identity the vectors were made with."""
-        return dict(self.manifest["identity"])
-
-    @property
-    def dims(self) -> int:
-        """Stored vector width (after Matryoshka truncation)."""
-        return int(self.manifest["dims"])
-
-    @property
-    def dtype(self) -> str:
-        """Storage dtype of the vectors: float32, float16 or int8."""
-        return str(self.manifest["dtype"])
-
-    @property
-    def roots(self) -> list[str]:
-        """The folders the index covers (every `launcher index PATH` adds one)."""
-        return list(self.manifest.get("roots", []))
-
-    def root_options(self) -> dict[str, ScanOptions]:
-        """Each root's remembered scan options (the defaults for an index from before they were kept)."""
-        return stored_options(self.manifest)
 
     # files
 

@@ -36,7 +36,7 @@ from launcher.core.files import atomic_write_json
 from launcher.core.paths import inside, unique_paths
 from launcher.index.gone import take_gone
 from launcher.index.roots import ScanOptions
-from launcher.index.store import Store
+from launcher.index.store import Stored
 from launcher.ingest.pipeline import Indexer, IndexOptions, IndexReport, Progress
 from launcher.models.embed import Embedder
 from launcher.watch.changes import ChangeQueue
@@ -239,7 +239,8 @@ class Watcher:
         if not self.roots:
             raise ValueError("no folders to watch")
         # Each root is scanned with the options given for it, else those the index remembers.
-        remembered = Store.open(self.index_dir).root_options() if Store.exists(self.index_dir) else {}
+        stored = Stored.read(self.index_dir)  # the manifest alone: the file table is read by the writer
+        remembered = stored.root_options() if stored is not None else {}
         self.root_options = {**remembered, **(root_options or {})}
         self.options = options
         self.settle_s = settle_s

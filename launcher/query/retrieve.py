@@ -36,6 +36,7 @@ query after a commit: O(pieces) array work (a few ms per 100k pieces) plus O(fil
 
 from __future__ import annotations
 
+import operator
 import os
 import re
 import unicodedata
@@ -43,6 +44,8 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime
+from itertools import repeat
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -611,10 +614,10 @@ def _names(store: Store, cols: FileColumns, terms: list[str], allowed: Mask) -> 
         lengths = np.fromiter(map(len, cols.name_keys), dtype=np.int64, count=len(cols)) + 1
         starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
         # Words of each name, its extension left out ("tax form 2023" covers tax_form_2023.pdf).
-        spaces = np.fromiter((k.count(" ") for k in cols.name_keys), dtype=np.float32, count=len(cols))
-        extension = np.fromiter(
-            ("." in b.lstrip(".") for b in _basenames(store, cols)), dtype=np.float32, count=len(cols)
-        )
+        # (C-level maps: built on the first search of every snapshot, a watcher's commit included.)
+        spaces = np.fromiter(map(str.count, cols.name_keys, repeat(" ")), dtype=np.float32, count=len(cols))
+        stems = map(str.lstrip, _basenames(store, cols), repeat("."))
+        extension = np.fromiter(map(operator.contains, stems, repeat(".")), dtype=np.float32, count=len(cols))
         words = np.maximum(1.0, spaces - 1.0 - extension)
         store.cache["names"] = ("\n".join(cols.name_keys), starts, words)
     blob, starts, words = store.cache["names"]
@@ -669,13 +672,15 @@ def _exact_names(store: Store, cols: FileColumns, query: str) -> list[int]:
 def _basenames(store: Store, cols: FileColumns) -> list[str]:
     """The file names of a snapshot's files, in file order (cached with it)."""
     if "basenames" not in store.cache:
-        store.cache["basenames"] = [p[p.rfind("/") + 1 :] for p in cols.paths]
+        store.cache["basenames"] = list(map(itemgetter(2), map(str.rpartition, cols.paths, repeat("/"))))
     return store.cache["basenames"]  # type: ignore[no-any-return]
 
 
 def _files_matching(blob: str, starts: I64, pattern: str) -> npt.NDArray[np.intp]:
     """The files (ordinals) of a names blob, whose entries begin at `starts`, where `pattern` matches."""
-    pos = np.fromiter((m.start() for m in re.finditer(pattern, blob)), dtype=np.int64)
+    pos = np.fromiter(
+        map(re.Match.start, re.finditer(pattern, blob)), dtype=np.int64
+    )  # no Python call a match
     return np.unique(np.searchsorted(starts, pos, side="right") - 1)
 
 

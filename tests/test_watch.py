@@ -489,3 +489,32 @@ def test_cli_watch_killed_mid_batch_then_restarted(tmp_path: Path) -> None:
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert read_status(index) is None  # stopped cleanly: status no longer shows a watcher
+
+
+def test_update_sees_its_own_moves(tmp_path: Path, model: Embedder) -> None:
+    """What a watcher hands the indexer in one batch: a folder moved, a file in it then edited, a
+    file removed. The moved files keep their ids (and vectors); the rescan of the moved folder,
+    in the same update, finds them at their new paths: one changed, one unchanged, none new."""
+    docs = tmp_path / "docs"
+    notes(docs / "a", {"x.txt": "the x note about sailing", "y.txt": "the y note about hiking"})
+    notes(docs / "keep", {"z.txt": "the z note about baking", "w.txt": "the w note about chess"})
+    index = tmp_path / "index"
+    indexer = Indexer(index, model, IndexOptions())
+    indexer.run([docs])
+    ids = {os.path.relpath(p, docs): fid for p, fid in files(index).items()}
+    (docs / "a").rename(docs / "b")
+    (docs / "b" / "y.txt").write_text("the y note about hiking in the rain, longer now", encoding="utf-8")
+    (docs / "keep" / "w.txt").unlink()
+    report = indexer.update(
+        changed=[str(docs / "b")],
+        removed=[str(docs / "keep" / "w.txt"), str(docs / "a")],  # a move's source too, as the watcher does
+        moves=[(str(docs / "a"), str(docs / "b"))],
+        roots=[str(docs)],
+    )
+    # y was edited, so the move leaves it (its old entry under a/ goes with the removals) and the
+    # rescan of b finds it new; x moves, and the rescan of b finds it unchanged at its new path.
+    assert (report.moved, report.new, report.unchanged, report.removed) == (1, 1, 1, 2)
+    after = {os.path.relpath(p, docs): fid for p, fid in files(index).items()}
+    assert sorted(after) == ["b/x.txt", "b/y.txt", "keep/z.txt"]
+    assert after["b/x.txt"] == ids["a/x.txt"] and after["keep/z.txt"] == ids["keep/z.txt"]
+    assert after["b/y.txt"] not in ids.values()  # read again

@@ -212,3 +212,7 @@ class FileLookups:
         """Every indexed file."""
         for fid in list(self._table.rows):
             yield _info(self._table, fid)
+
+    def paths(self) -> list[str]:
+        """Every indexed file's path, in table order (no object per file)."""
+        return [row[COL_PATH] for row in self._table.rows.values()]

@@ -482,13 +482,12 @@ class Indexer:
             roots = list(roots) if roots is not None else list(current)
             self._roots = {r: self.options_for(r, current) for r in roots}
             report.removed += self._drop_gone(writer)
-            known = _PathIndex(writer.files())
+            known = _PathIndex(writer)
             for src, dst in moves:
                 report.moved += self._move(writer, known, src, dst)
             gone = [info for info in known.under(removed) if not os.path.exists(info.path)]
             for info in gone:
                 writer.remove_file(info.file_id)
-                known.discard(info.path)
             report.removed += len(gone)
             scopes = [p for p in unique_paths(list(changed)) if inside_any(p, roots)]
             if scopes:
@@ -644,7 +643,7 @@ class Indexer:
             # pieces made the old way.
             if same and scan_stage.kind_of(new_path) == info.kind:
                 writer.move_file(info.file_id, new_path, info.size, info.mtime_ns)
-                known.move(info, new_path)
+                known.moved_to(new_path)
                 moved += 1
         return moved
 
@@ -951,12 +950,14 @@ def _known(infos: Iterable[FileInfo]) -> dict[str, diff_stage.Known]:
 
 
 class _PathIndex:
-    """Indexed files by path, sorted, so that "everything at or below P" is two binary searches
-    (the store's known_under compares every file with every path: too slow for 10,000 events)."""
+    """The writer's files by path, sorted, so that "everything at or below P" is two binary searches
+    (the store's known_under compares every file with every path: too slow for 10,000 events).
+    What a path holds is asked of the writer, so moves and removals made during the update count,
+    and no object is made per indexed file (a watcher's update on a 100k-file index made 100k)."""
 
-    def __init__(self, infos: Iterable[FileInfo]) -> None:
-        self._by_path = {i.path: i for i in infos}
-        self._sorted = sorted(self._by_path)
+    def __init__(self, writer: Writer) -> None:
+        self._writer = writer
+        self._sorted = sorted(writer.paths())
         # Paths that files moved to during this update, not yet in _sorted: merged (one sort) only
         # when a later lookup could need them, i.e. for a chain of moves (a -> b, then b -> c).
         self._fresh: list[str] = []
@@ -965,35 +966,18 @@ class _PathIndex:
         """Indexed files at or below any of `paths`, each once."""
         out: dict[str, FileInfo] = {}
         for path in paths:
-            if path in self._by_path:
-                out[path] = self._by_path[path]
             prefix = folder_prefix(path)
             if self._fresh and _prefix_range(self._fresh, prefix):
                 self._sorted = sorted(set(self._sorted) | set(self._fresh))
                 self._fresh = []
-            for p in _prefix_range(self._sorted, prefix):
-                info = self._by_path.get(p)
-                if info is not None:  # None: moved away or removed during this update
+            for p in [path, *_prefix_range(self._sorted, prefix)]:
+                info = self._writer.file_by_path(p)
+                if info is not None:  # None: never indexed, moved away or removed during this update
                     out[p] = info
         return list(out.values())
 
-    def discard(self, path: str) -> None:
-        """Forget a path (the sorted list keeps it; lookups skip it)."""
-        self._by_path.pop(path, None)
-
-    def move(self, info: FileInfo, new_path: str) -> None:
-        """A file re-pathed during this update."""
-        self._by_path.pop(info.path, None)
-        self._by_path[new_path] = FileInfo(
-            info.file_id,
-            new_path,
-            info.size,
-            info.mtime_ns,
-            info.kind,
-            info.content_hash,
-            info.n_pieces,
-            info.error,
-        )
+    def moved_to(self, new_path: str) -> None:
+        """A file was re-pathed to new_path during this update."""
         bisect.insort(self._fresh, new_path)
 
 

@@ -17,7 +17,7 @@ import re
 import stat
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import pathspec
 
@@ -241,26 +241,17 @@ class _Excludes:
         return self._abs is not None and self._abs.match(os.path.normcase(path)) is not None
 
 
-def scan(
-    roots: Sequence[str | os.PathLike[str]],
-    *,
-    excludes: Sequence[str] = (),
-    index_dir: str | os.PathLike[str] | None = None,
-    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
-    include_hidden: bool = False,
-    follow_symlinks: bool = False,
+def scan(roots: Sequence[str | os.PathLike[str]], **settings: Any) -> Iterator[FileRecord | Skip]:
+    """Walk `roots` depth-first in sorted order, yielding a FileRecord per file and a Skip per problem
+    (`scan_files`' settings)."""
+    return records(scan_files(roots, **settings))
+
+
+def rescan(
+    roots: Sequence[str | os.PathLike[str]], paths: Sequence[str | os.PathLike[str]], **settings: Any
 ) -> Iterator[FileRecord | Skip]:
-    """Walk `roots` depth-first in sorted order, yielding a FileRecord per file and a Skip per problem."""
-    return records(
-        scan_files(
-            roots,
-            excludes=excludes,
-            index_dir=index_dir,
-            max_file_bytes=max_file_bytes,
-            include_hidden=include_hidden,
-            follow_symlinks=follow_symlinks,
-        )
-    )
+    """What `scan(roots)` yields at or below each of `paths` (`rescan_files`, as records)."""
+    return records(rescan_files(roots, paths, **settings))
 
 
 def scan_files(
@@ -272,44 +263,10 @@ def scan_files(
     include_hidden: bool = False,
     follow_symlinks: bool = False,
 ) -> Iterator[Files | Skip]:
-    """What `scan` finds, with the files as columns (`Files`, a run per folder) instead of records."""
-    walker = _Walker(
-        excludes=_Excludes(excludes),
-        index_dirs=_index_dirs(index_dir),
-        max_file_bytes=max_file_bytes,
-        include_hidden=include_hidden,
-        follow_symlinks=follow_symlinks,
-    )
+    """What a scan of `roots` finds, the files as columns (`Files`, a run per folder)."""
+    walker = _Walker(excludes, index_dir, max_file_bytes, include_hidden, follow_symlinks)
     for root in unique_paths(roots):
         yield from walker.walk_root(root)
-
-
-def rescan(
-    roots: Sequence[str | os.PathLike[str]],
-    paths: Sequence[str | os.PathLike[str]],
-    *,
-    excludes: Sequence[str] = (),
-    index_dir: str | os.PathLike[str] | None = None,
-    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
-    include_hidden: bool = False,
-    follow_symlinks: bool = False,
-) -> Iterator[FileRecord | Skip]:
-    """What `scan(roots)` yields at or below each of `paths` (files or folders), walking only there.
-
-    A path outside every root, gone, or left out by the rules (hidden, excluded, ignored, a system
-    folder, inside a Python environment) yields nothing; the ancestors' ignore files still apply.
-    """
-    return records(
-        rescan_files(
-            roots,
-            paths,
-            excludes=excludes,
-            index_dir=index_dir,
-            max_file_bytes=max_file_bytes,
-            include_hidden=include_hidden,
-            follow_symlinks=follow_symlinks,
-        )
-    )
 
 
 def rescan_files(
@@ -322,14 +279,11 @@ def rescan_files(
     include_hidden: bool = False,
     follow_symlinks: bool = False,
 ) -> Iterator[Files | Skip]:
-    """What `rescan` finds, with the files as columns."""
-    walker = _Walker(
-        excludes=_Excludes(excludes),
-        index_dirs=_index_dirs(index_dir),
-        max_file_bytes=max_file_bytes,
-        include_hidden=include_hidden,
-        follow_symlinks=follow_symlinks,
-    )
+    """What `scan_files(roots)` finds at or below each of `paths` (files or folders), walking only
+    there. A path outside every root, gone, or left out by the rules (hidden, excluded, ignored, a
+    system folder, inside a Python environment) yields nothing; the ancestors' ignore files still
+    apply."""
+    walker = _Walker(excludes, index_dir, max_file_bytes, include_hidden, follow_symlinks)
     kept = unique_paths(roots)
     for path in unique_paths(paths):
         root = next((r for r in kept if inside(path, r)), None)
@@ -360,16 +314,15 @@ class _Walker:
 
     def __init__(
         self,
-        *,
-        excludes: _Excludes,
-        index_dirs: set[str],
+        excludes: Sequence[str],
+        index_dir: str | os.PathLike[str] | None,
         max_file_bytes: int,
         include_hidden: bool,
         follow_symlinks: bool,
     ) -> None:
-        self.excludes = excludes
-        self._has_excludes = bool(excludes)
-        self.index_dirs = index_dirs
+        self.excludes = _Excludes(excludes)
+        self._has_excludes = bool(self.excludes)
+        self.index_dirs = _index_dirs(index_dir)
         self.max_file_bytes = max_file_bytes
         self.include_hidden = include_hidden
         self.follow_symlinks = follow_symlinks

@@ -216,6 +216,7 @@ def test_an_index_from_before_taken_times_is_read_then_filled_in(tmp_path: Path)
         doc = json.loads(f.read_text(encoding="utf-8"))
         doc["upsert"] = [row[:10] for row in doc.get("upsert", [])]  # as the old launcher wrote them
         f.write_text(json.dumps(doc), encoding="utf-8")
+    (home / "index" / "scan-state.npz").unlink()  # which kept no scan state either
     assert names(answer(home, "yesterday")) == ["beach holiday.jpg"]  # its mtime, as before
     again = json.loads(ok(cli(home, "index", str(docs), "--model", str(MINILM), "--json")).stdout)
     assert again["unchanged"] == 1 and again["pieces_embedded"] == 0

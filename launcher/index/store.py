@@ -13,6 +13,9 @@ On disk, in one directory:
                              .ids.npy piece ids (sorted), .files.npy, .scale.npy (int8 only),
                              .<c-name>.lists.npy (its rows' partition lists, large indexes)
     c-<gen>-<tag>.npy        partition centroids of a large index (launcher/index/partition.py)
+    scan-state.npz           a cache: the file table's paths, sizes, mtimes and skips at one
+                             commit, for `launcher index` over an unchanged tree (scanstate.py)
+    gone.txt                 files search found gone, for the next writer (gone.py)
 
 The formats themselves are in launcher/index/segments.py. A commit writes new segment files (each
 fsynced), then writes the new manifest to a temporary file, fsyncs it, `os.replace`s it over
@@ -32,8 +35,9 @@ merged MERGE_FACTOR at a time (tiered, as in LSM trees) so there are only ever a
 
 This module is the reader (`Store`, one snapshot). The writer is launcher/index/writer.py, its
 merges and partition upkeep launcher/index/compaction.py, the manifest's names and reading
-launcher/index/manifest.py, what both hand out launcher/index/info.py, and the queue of files
-search found gone launcher/index/gone.py.
+launcher/index/manifest.py, what both hand out launcher/index/info.py, the queue of files
+search found gone launcher/index/gone.py, and the scan state a rescan compares with
+launcher/index/scanstate.py.
 """
 
 from __future__ import annotations

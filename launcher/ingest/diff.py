@@ -24,6 +24,7 @@ import numpy as np
 
 from launcher.core.records import FileRecord
 from launcher.index.info import Indexed
+from launcher.index.manifest import I64
 from launcher.ingest.scan import kind_of
 
 FULL_HASH_LIMIT = 64 << 20  # larger files (videos) are hashed by samples
@@ -95,6 +96,34 @@ def plan(
     return result
 
 
+def same_files(
+    paths: Sequence[str],
+    sizes: Sequence[int],
+    mtimes: Sequence[int],
+    known_paths: Sequence[str],
+    known_sizes: I64,
+    known_mtimes: I64,
+) -> bool:
+    """Whether a walk found exactly the known files, each with its known size and mtime."""
+    if len(paths) != len(known_paths):
+        return False
+    at = _positions(paths, known_paths)
+    if (at < 0).any():
+        return False
+    return bool(
+        (known_sizes[at] == np.asarray(sizes, dtype=np.int64)).all()
+        and (known_mtimes[at] == np.asarray(mtimes, dtype=np.int64)).all()
+    )
+
+
+def _positions(paths: Sequence[str], known_paths: Sequence[str]) -> I64:
+    """Where each path sits among the known ones, -1 where it does not."""
+    if paths == known_paths:  # the walk meets the files in the order they were indexed: common
+        return np.arange(len(paths), dtype=np.int64)
+    position = dict(zip(known_paths, range(len(known_paths)), strict=True))
+    return np.fromiter(map(position.get, paths, repeat(-1)), np.int64, len(paths))
+
+
 def plan_files(paths: Sequence[str], sizes: Sequence[int], mtimes: Sequence[int], indexed: Indexed) -> Plan:
     """`plan` for a whole walk given as columns (scan.Files runs joined), against the index's columns.
 
@@ -102,11 +131,7 @@ def plan_files(paths: Sequence[str], sizes: Sequence[int], mtimes: Sequence[int]
     comparisons; a FileRecord is made only for a new or changed file."""
     result = Plan()
     n = len(paths)
-    if paths == indexed.paths:  # the walk meets the files in the order they were indexed: common
-        at = np.arange(n, dtype=np.int64)
-    else:
-        position = dict(zip(indexed.paths, range(len(indexed)), strict=True))
-        at = np.fromiter(map(position.get, paths, repeat(-1)), np.int64, n)
+    at = _positions(paths, indexed.paths)
     found = at >= 0
     same = np.zeros(n, dtype=bool)
     old = at[found]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import bisect
 import collections
+import json
 import logging
 import os
 import stat
@@ -30,10 +31,11 @@ from launcher.core.errors import LauncherError, first_line
 from launcher.core.gcpause import paused_gc
 from launcher.core.paths import folder_prefix, inside_any, unique_paths
 from launcher.core.records import FileRecord, Piece, Skip
-from launcher.index.gone import take_gone
+from launcher.index import scanstate
+from launcher.index.gone import GONE, take_gone
 from launcher.index.info import FileInfo, PieceMeta
 from launcher.index.roots import DEFAULT_MAX_FILE_BYTES, ScanOptions, merge_roots, root_of
-from launcher.index.store import Store
+from launcher.index.store import Store, Stored
 from launcher.index.writer import Writer
 from launcher.ingest import diff as diff_stage
 from launcher.ingest import scan as scan_stage
@@ -74,6 +76,23 @@ class IndexOptions:
     embed: bool = True  # False: read pass only (names and text searchable, vectors later)
     chunk_tokens: int | None = None  # text tokens a piece aims at; None: the model's own default
     retry_failed: bool = False  # read failed files again and embed failed pieces again
+
+
+@dataclass
+class _Walked:
+    """What a run's walk found (before the writer opens): the folders walked, the roots they
+    leave the index with, the skips, and the files as columns."""
+
+    folders: list[str]
+    merged: dict[str, ScanOptions]
+    skipped: list[Skip]
+    paths: list[str] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)
+    mtimes: list[int] = field(default_factory=list)
+
+    def chosen(self, indexer: Indexer, current: Mapping[str, ScanOptions]) -> dict[str, ScanOptions]:
+        """Each walked folder's options, as the run would record them."""
+        return {f: indexer.options_for(f, current) for f in self.folders}
 
 
 @dataclass
@@ -399,60 +418,103 @@ class Indexer:
         (both end up in report.deferred, to be read later)."""
         started = time.monotonic()
         report = IndexReport()
+        # The walk comes first, with the roots the manifest names: when the recorded scan state
+        # says it matches the index and nothing else waits, the file table is never read.
+        stored = Stored.read(self.index_dir)
+        walked = self._walked(roots, stored.root_options(), progress) if stored is not None else None
+        if stored is not None and walked is not None and self._nothing_to_do(stored, walked, report):
+            report.seconds = time.monotonic() - started
+            return report
         with self.open_writer(reset_on_mismatch=reset_on_mismatch) as writer:
             report.reset_reason = writer.reset_reason
             if self.options.retry_failed:
                 writer.retry_failed()  # failed files are forgotten: the scan below finds them new
             current = writer.root_options()
-            if roots is None:  # refresh every root
-                folders = [r for r in current if os.path.isdir(r)]
-                report.skipped += [
-                    Skip(r, "folder not found: its files stay indexed (`launcher forget` drops them)")
-                    for r in current
-                    if r not in folders
-                ]
-            else:
-                folders = unique_paths([str(Path(r).expanduser().resolve()) for r in roots])
-            # Roots accumulate: a new one joins the others (a folder inside a root is refreshed
-            # with that root's options and not added).
-            merged = merge_roots(current, {f: self.options_for(f, current) for f in folders})
-            writer.set_roots(merged)
-            self._roots = merged
+            if walked is None or walked.merged != merge_roots(current, walked.chosen(self, current)):
+                walked = self._walked(roots, current, progress)  # another writer changed the roots
+            writer.set_roots(walked.merged)
+            self._roots = walked.merged
             report.removed += self._drop_gone(writer)
-            with paused_gc():  # millions of acyclic objects: the collector would only rescan them
-                plan = self._scan(writer, folders, merged, report, progress)
+            report.skipped += walked.skipped
+            with paused_gc():  # 100k files: a million acyclic objects the collector would only rescan
+                indexed = writer.indexed_under(walked.folders)
+                plan = diff_stage.plan_files(walked.paths, walked.sizes, walked.mtimes, indexed)
             self._backfill_taken(writer)  # committed with the removals and moves below
-            self._apply(writer, plan, folders, report, progress, checkpoint, defer)
+            self._apply(writer, plan, walked.folders, report, progress, checkpoint, defer)
             self._finish(writer, report, progress, checkpoint)
+        # What the next run compares its walk with, if nothing commits in between.
+        untaken = len(writer.pictures_without_taken())
+        scanstate.write(self.index_dir, writer.snapshot(), writer.pending_count(), untaken, walked.paths)
         report.seconds = time.monotonic() - started
         return report
 
-    def _scan(
-        self,
-        writer: Writer,
-        folders: Sequence[str],
-        roots: Mapping[str, ScanOptions],
-        report: IndexReport,
-        progress: ProgressFn,
-    ) -> diff_stage.Plan:
-        """Walk `folders` and compare what is on disk with what the index holds, in bulk."""
-        paths: list[str] = []
-        sizes: list[int] = []
-        mtimes: list[int] = []
+    def _walked(
+        self, roots: Sequence[str | Path] | None, current: Mapping[str, ScanOptions], progress: ProgressFn
+    ) -> _Walked:
+        """Walk what a run of `roots` covers, given the index's roots and their options: every root
+        (None; a root missing from disk, e.g. an unmounted drive, keeps its entries and is reported
+        as skipped), or these folders, which join the roots (a folder inside a root is refreshed
+        with that root's options and not added)."""
+        skipped: list[Skip] = []
+        if roots is None:
+            folders = [r for r in current if os.path.isdir(r)]
+            skipped += [
+                Skip(r, "folder not found: its files stay indexed (`launcher forget` drops them)")
+                for r in current
+                if r not in folders
+            ]
+        else:
+            folders = unique_paths([str(Path(r).expanduser().resolve()) for r in roots])
+        walked = _Walked(folders, {}, skipped)
+        walked.merged = merge_roots(current, walked.chosen(self, current))
         shown = 0
-        for item in self._walk(folders, roots):
-            if isinstance(item, Skip):
-                report.skipped.append(item)
-            else:
-                paths += item.paths
-                sizes += item.sizes
-                mtimes += item.mtimes
-            if len(paths) - shown >= 1000:
-                shown = len(paths)
-                progress(Progress("scan", shown + len(report.skipped), 0))
-        scanned = len(paths) + len(report.skipped)
+        with paused_gc():  # 100k files: a million acyclic objects the collector would only rescan
+            for item in self._walk(folders, walked.merged):
+                if isinstance(item, Skip):
+                    walked.skipped.append(item)
+                else:
+                    walked.paths += item.paths
+                    walked.sizes += item.sizes
+                    walked.mtimes += item.mtimes
+                if len(walked.paths) - shown >= 1000:
+                    shown = len(walked.paths)
+                    progress(Progress("scan", shown + len(walked.skipped), 0))
+        scanned = len(walked.paths) + len(walked.skipped)
         progress(Progress("scan", scanned, scanned))
-        return diff_stage.plan_files(paths, sizes, mtimes, writer.indexed_under(folders))
+        return walked
+
+    def _nothing_to_do(self, stored: Stored, walked: _Walked, report: IndexReport) -> bool:
+        """Whether the walk matches the index at its last commit, so that a run would change nothing:
+        the same model and settings, the same roots, nothing queued, pending (when embedding),
+        failed to retry or left to look up, the same skips, and every file unchanged. Then the
+        report is filled in and no writer is opened."""
+        m = stored.manifest
+        if (
+            self.options.retry_failed
+            or (self.index_dir / GONE).exists()
+            or walked.merged != stored.root_options()
+        ):
+            return False
+        identity = json.loads(json.dumps(identity_for(self.embedder, self.options)))
+        dims = self.options.dims or self.embedder.dims
+        if (m.get("identity"), m.get("dims"), m.get("dtype")) != (identity, dims, self.options.storage):
+            return False
+        state = scanstate.read(self.index_dir, m)
+        if state is None or state.untaken or (self.options.embed and state.pending):
+            return False
+        if any(state.skips.get(s.path) != s.reason for s in walked.skipped):
+            return False
+        reported = {s.path for s in walked.skipped}
+        if any(inside_any(p, walked.folders) and p not in reported for p in state.skips):
+            return False  # a recorded skip the walk no longer meets: the writer forgets it
+        prefixes = tuple(folder_prefix(f) for f in walked.folders)
+        paths, sizes, mtimes = state.under(walked.folders, prefixes)
+        if not diff_stage.same_files(walked.paths, walked.sizes, walked.mtimes, paths, sizes, mtimes):
+            return False
+        report.unchanged = len(walked.paths)
+        report.skipped += walked.skipped
+        report.pieces_pending = state.pending
+        return True
 
     def update(
         self,

@@ -331,6 +331,11 @@ def test_one_warming_thread_and_a_newer_snapshot_goes_first(tmp_path: Path) -> N
 
     store, docs = build(tmp_path)
     assert warm(store, cancelled=lambda: True) is False  # stops at the first look
+    # Even so, the name lookups are built: the first search after a commit does not build them.
+    built = {k: v for k, v in store.cache.items() if k in ("names", "exact_names")}
+    assert set(built) == {"names", "exact_names"}
+    search(store, None, "report.pdf")
+    assert all(store.cache[k] is v for k, v in built.items())  # used as they were, not rebuilt
     assert warm(store) is True
     earlier = set(threading.enumerate())  # other tests' searchers may still hold warming threads
     searcher = Searcher(tmp_path / "index")
@@ -399,3 +404,21 @@ def test_exact_names_match_whole_names_and_stems_casefolded() -> None:
     assert found("new\nline") == ["new\nline.txt"] and found("line") == []
     assert found("x..y") == ["x..y"] and found("file") == ["file."]
     assert found("latin1.txt") == ["latin1.txt"] and found("latin1") == ["latin1.txt"]
+
+
+def test_ties_at_the_cut_are_taken_in_path_order(tmp_path: Path) -> None:
+    from launcher.query.retrieve import _path_rank, _Signal, _top
+
+    store, _ = build(tmp_path)
+    cols = store.file_columns()
+    rank = _path_rank(store, cols)
+    assert [cols.paths[i] for i in np.argsort(rank)] == sorted(cols.paths)
+    n = len(cols)
+    assert n >= 4
+    scores = np.full(n, 0.5, dtype=np.float32)
+    best = int(np.argmax(rank))  # the last path in path order scores highest
+    scores[best] = 0.9
+    sig = _Signal(np.arange(n, dtype=np.int32), scores, np.full(n, -1, dtype=np.int64))
+    top = _top(sig, 3, lambda: rank)
+    others = sorted(p for i, p in enumerate(cols.paths) if i != best)
+    assert [cols.paths[o] for o in top.ords] == [cols.paths[best], *others[:2]]

@@ -156,7 +156,11 @@ def search(
     cand: dict[int, list[float]] = {}  # ord -> [vector, vector piece, keyword, keyword piece, name]
     for o, s, p in zip(vec.ords.tolist(), vec.scores.tolist(), vec.pieces.tolist(), strict=True):
         cand[o] = [min(s, 1.0), p, 0.0, -1, 0.0]
-    for sig, col in ((_top(kw, pool, cols.paths), 2), (_top(nm, pool, cols.paths), 4)):
+
+    def rank() -> I64:
+        return _path_rank(store, cols)
+
+    for sig, col in ((_top(kw, pool, rank), 2), (_top(nm, pool, rank), 4)):
         for o, s, p in zip(sig.ords.tolist(), sig.scores.tolist(), sig.pieces.tolist(), strict=True):
             c = cand.setdefault(o, [0.0, -1, 0.0, -1, 0.0])
             c[col] = s
@@ -420,7 +424,13 @@ def warm(store: Store, cancelled: Callable[[], bool] | None = None) -> bool:
     """Map every page of the vectors into this process and build the per-snapshot row arrays, so
     that the first probed queries do not pay ~1 us per page fault (1M x 1024 int8: ~160 ms once,
     ~15 ms when already mapped). False when `cancelled` said stop before the end. The resident
-    process runs it in one background thread (searcher.Warmer), newest snapshot first."""
+    process runs it in one background thread (searcher.Warmer), newest snapshot first. The file
+    columns and name lookups are built first: a watcher commits every few seconds, and the
+    first search on each new snapshot would otherwise build them (0.05 s per 100k files)."""
+    cols = store.file_columns()
+    _name_words(store, cols)
+    _whole_names(store, cols)
+    _path_rank(store, cols)
     _row_arrays(store)
     if store.partition() is not None:
         _row_lists(store)
@@ -542,18 +552,32 @@ def _group(idx: npt.NDArray[np.intp], scores: F32, ords: I32, pids: I64) -> _Sig
     return _Signal(ords[idx].astype(np.int32), scores[idx].astype(np.float32), pids[idx].astype(np.int64))
 
 
-def _top(sig: _Signal, limit: int | None, paths: list[str] | None) -> _Signal:
-    """The `limit` best files; with `paths`, files tied at the cut are taken in path order."""
+def _top(sig: _Signal, limit: int | None, rank: Callable[[], I64] | None) -> _Signal:
+    """The `limit` best files; with `rank` (each file's place in path order, asked for only when
+    files tie at the cut), files tied at the cut are taken in path order."""
     if limit is None or len(sig.ords) <= limit:
         return sig
     order = np.argsort(-sig.scores, kind="stable")
-    if paths is not None:
+    if rank is not None:
         cut = sig.scores[order[limit - 1]]
         sure = order[sig.scores[order] > cut]
-        tied = sorted(order[sig.scores[order] == cut].tolist(), key=lambda i: paths[int(sig.ords[i])])
-        order = np.concatenate([sure, np.array(tied, dtype=np.int64)])
+        tied = order[sig.scores[order] == cut]
+        if len(tied) > 1:
+            tied = tied[np.argsort(rank()[sig.ords[tied]], kind="stable")]
+        order = np.concatenate([sure, tied])
     order = order[:limit]
     return _Signal(sig.ords[order], sig.scores[order], sig.pieces[order])
+
+
+def _path_rank(store: Store, cols: FileColumns) -> I64:
+    """Each file's place when the files are sorted by path (once per snapshot; the warm thread
+    builds it): ties at a cut are broken in path order without a Python call per tied file."""
+    if "path_rank" not in store.cache:
+        order = sorted(range(len(cols)), key=cols.paths.__getitem__)
+        rank = np.empty(len(order), dtype=np.int64)
+        rank[order] = np.arange(len(order), dtype=np.int64)
+        store.cache["path_rank"] = rank
+    return store.cache["path_rank"]  # type: ignore[no-any-return]
 
 
 # --- keywords ----------------------------------------------------------------------------------
@@ -610,17 +634,7 @@ def _names(store: Store, cols: FileColumns, terms: list[str], allowed: Mask) -> 
     """Files whose name contains the query's words: the rarity-weighted share of the query found in
     the name, times how much of the name the query covers (so `latin1.txt` beats `latin1-été.txt`
     for the query "latin1.txt"); 1.0 when every word of the name is matched."""
-    if "names" not in store.cache:
-        lengths = np.fromiter(map(len, cols.name_keys), dtype=np.int64, count=len(cols)) + 1
-        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-        # Words of each name, its extension left out ("tax form 2023" covers tax_form_2023.pdf).
-        # (C-level maps: built on the first search of every snapshot, a watcher's commit included.)
-        spaces = np.fromiter(map(str.count, cols.name_keys, repeat(" ")), dtype=np.float32, count=len(cols))
-        stems = map(str.lstrip, _basenames(store, cols), repeat("."))
-        extension = np.fromiter(map(operator.contains, stems, repeat(".")), dtype=np.float32, count=len(cols))
-        words = np.maximum(1.0, spaces - 1.0 - extension)
-        store.cache["names"] = ("\n".join(cols.name_keys), starts, words)
-    blob, starts, words = store.cache["names"]
+    blob, starts, words = _name_words(store, cols)
     n = len(cols)
     score = np.zeros(n, dtype=np.float32)
     matched = np.zeros(n, dtype=np.float32)
@@ -644,6 +658,21 @@ def _names(store: Store, cols: FileColumns, terms: list[str], allowed: Mask) -> 
     return _Signal(hit.astype(np.int32), score[hit], np.full(len(hit), -1, dtype=np.int64))
 
 
+def _name_words(store: Store, cols: FileColumns) -> tuple[str, I64, npt.NDArray[np.float32]]:
+    """Every name's words between newlines, where each begins, and how many words each has, its
+    extension left out ("tax form 2023" covers tax_form_2023.pdf). Once per snapshot, with C-level
+    maps (the warm thread builds it for each new snapshot, so searches after a commit do not)."""
+    if "names" not in store.cache:
+        lengths = np.fromiter(map(len, cols.name_keys), dtype=np.int64, count=len(cols)) + 1
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        spaces = np.fromiter(map(str.count, cols.name_keys, repeat(" ")), dtype=np.float32, count=len(cols))
+        stems = map(str.lstrip, _basenames(store, cols), repeat("."))
+        extension = np.fromiter(map(operator.contains, stems, repeat(".")), dtype=np.float32, count=len(cols))
+        words = np.maximum(1.0, spaces - 1.0 - extension)
+        store.cache["names"] = ("\n".join(cols.name_keys), starts, words)
+    return store.cache["names"]  # type: ignore[no-any-return]
+
+
 def exact_name_files(store: Store, query: str) -> set[str]:
     """Ids of the files whose whole name, or name without its extension, is the query: search()
     lists them first, and so must anything that merges its results."""
@@ -656,17 +685,22 @@ def _exact_names(store: Store, cols: FileColumns, query: str) -> list[int]:
     q = unicodedata.normalize("NFC", query.strip()).casefold()
     if len(q) < 3 or "\0" in q:
         return []
+    blob, starts = _whole_names(store, cols)
+    # The whole name, or the name less its last extension ("report" for report.pdf, "a.tar" for
+    # a.tar.gz); names are listed from position 1 of the blob, each after its NUL.
+    return _files_matching(blob, starts, "\0" + re.escape(q) + "(?:\\.[^.\0]*)?(?=\0)").tolist()
+
+
+def _whole_names(store: Store, cols: FileColumns) -> tuple[str, I64]:
+    """Every name, NFC and casefolded, between NULs (the one character no file name holds),
+    normalised and searched as one string, and where each begins: a few ms per 100k files, once per
+    snapshot."""
     if "exact_names" not in store.cache:
-        # Every name, NFC and casefolded, between NULs (the one character no file name holds),
-        # normalised and searched as one string: a few ms per 100k files, built once per snapshot.
         blob = unicodedata.normalize("NFC", "\0" + "\0".join(_basenames(store, cols)) + "\0").casefold()
         lengths = np.fromiter(map(len, blob[1:-1].split("\0")), dtype=np.int64, count=len(cols)) + 1
         starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
         store.cache["exact_names"] = (blob, starts)
-    blob, starts = store.cache["exact_names"]
-    # The whole name, or the name less its last extension ("report" for report.pdf, "a.tar" for
-    # a.tar.gz); names are listed from position 1 of the blob, each after its NUL.
-    return _files_matching(blob, starts, "\0" + re.escape(q) + "(?:\\.[^.\0]*)?(?=\0)").tolist()
+    return store.cache["exact_names"]  # type: ignore[no-any-return]
 
 
 def _basenames(store: Store, cols: FileColumns) -> list[str]:

@@ -20,4 +20,5 @@ python3 -m pip install -q --disable-pip-version-check -e ".[test]"
 # The optional extras must install together with the window's Gradio (nothing is installed here).
 python3 -m pip install -q --disable-pip-version-check --dry-run -e ".[test,rerank-gpu,bench]"
 python3 -m ruff check launcher tests scripts bench
+python3 -m mypy launcher  # the type checker STYLE.md asks CI to run (pyproject's [tool.mypy])
 python3 -m pytest -q "$@"

@@ -42,18 +42,18 @@ class ScanOptions:
         """Options from the manifest; a missing or malformed value falls back to the default."""
         if not isinstance(data, dict):
             return ScanOptions()
-        out = ScanOptions()
+        kept: dict[str, Any] = {}
         excludes = data.get("excludes")
         if isinstance(excludes, list) and all(isinstance(e, str) for e in excludes):
-            out = replace(out, excludes=tuple(excludes))
+            kept["excludes"] = tuple(excludes)
         for name in ("include_hidden", "follow_symlinks"):
             if isinstance(data.get(name), bool):
-                out = replace(out, **{name: data[name]})
+                kept[name] = data[name]
         for name in ("max_file_bytes", "max_image_pixels"):
             value = data.get(name)
             if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-                out = replace(out, **{name: value})
-        return out
+                kept[name] = value
+        return replace(ScanOptions(), **kept)
 
     def with_flags(self, flags: ScanFlags) -> ScanOptions:
         """These options with whatever the flags say instead."""

@@ -382,16 +382,14 @@ class Indexer:
         store = writer.snapshot()
         old_ids = writer.pieces_of(info.file_id)
         metas: list[PieceMeta] = []
+        embedded: list[bool] = []
         for pid in old_ids:
             piece = store.piece(pid)
             if piece is None:
                 return 0  # not committed yet: nothing embedded to redo
             metas.append(PieceMeta(piece.text, piece.locator, piece.modality))
-        kept = [
-            i
-            for i, (pid, m) in enumerate(zip(old_ids, metas, strict=True))
-            if keep(m) and store.piece(pid).has_vector
-        ]  # type: ignore[union-attr]
+            embedded.append(piece.has_vector)
+        kept = [i for i, m in enumerate(metas) if keep(m) and embedded[i]]
         vectors = store.vectors_of([old_ids[i] for i in kept]) if kept else None
         rec = FileRecord(info.path, info.size, info.mtime_ns, info.kind)
         _, new_ids = writer.add_file(rec, info.content_hash, metas)

@@ -120,6 +120,7 @@ class Warmer:
                 if self._closed:
                     return
                 store, self._wanted, self._busy = self._wanted, None, True
+            assert store is not None  # the wait ends on a wanted snapshot or on close()
             try:
                 done = warm(store, self._stale)
             except Exception:  # a snapshot removed under us: the next search maps what it needs

@@ -131,7 +131,7 @@ class TransformersReranker(Reranker):
             lm = Qwen3VLForConditionalGeneration.from_pretrained(str(self.model_dir), dtype=self.dtype)
         except (OSError, ValueError) as exc:
             raise ModelError(f"cannot load reranker {self.model_dir}: {exc}".splitlines()[0]) from None
-        lm = lm.to(self.device).eval()
+        lm = lm.to(self.device).eval()  # type: ignore[arg-type]  # transformers types .to() oddly
         weight = lm.lm_head.weight
         # The official head: one linear row, lm_head[yes] - lm_head[no], in the model's dtype.
         self._head = (weight[vocab[YES]] - weight[vocab[NO]]).detach()

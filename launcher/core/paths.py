@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
+from itertools import repeat
 
 
 def folder_prefix(folder: str) -> str:
@@ -19,6 +20,17 @@ def inside(path: str, folder: str) -> bool:
 def inside_any(path: str, folders: Iterable[str]) -> bool:
     """Whether `path` is one of `folders` or below one of them."""
     return any(inside(path, f) for f in folders)
+
+
+def inside_any_each(paths: Sequence[str], folders: Sequence[str]) -> list[bool]:
+    """`inside_any` for many paths at once, without a Python call per path in the common case (every
+    path below a folder): a rescan asks it of 100k indexed files."""
+    prefixes = tuple(folder_prefix(f) for f in folders)
+    kept = list(map(str.startswith, paths, repeat(prefixes)))
+    if folders and not all(kept):
+        exact = set(folders)
+        kept = [k or p in exact for k, p in zip(kept, paths, strict=True)]
+    return kept
 
 
 def unique_paths(roots: Sequence[str | os.PathLike[str]]) -> list[str]:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from launcher.core.paths import inside_any_each
 from launcher.index.manifest import I64
 from launcher.index.segments import COL_MTIME, COL_PATH, COL_SIZE
 
@@ -45,13 +46,10 @@ class ScanState:
     pending: int  # pieces still waiting for a vector
     untaken: int  # pictures whose taken time was never looked for
 
-    def under(self, folders: list[str], prefixes: tuple[str, ...]) -> tuple[list[str], I64, I64]:
-        """The columns of the files at or below the folders (prefixes: the folders with a separator)."""
-        kept = np.fromiter(map(str.startswith, self.paths, repeat(prefixes)), bool, len(self.paths))
-        if len(folders) and not kept.all():
-            exact = set(folders)
-            kept |= np.fromiter((p in exact for p in self.paths), bool, len(self.paths))
-        if kept.all():
+    def under(self, folders: list[str]) -> tuple[list[str], I64, I64]:
+        """The columns of the files at or below the folders (or equal to one of them)."""
+        kept = inside_any_each(self.paths, folders)
+        if all(kept):
             return self.paths, self.sizes, self.mtimes
         idx = np.flatnonzero(kept)
         return [self.paths[i] for i in idx.tolist()], self.sizes[idx], self.mtimes[idx]

@@ -9,7 +9,6 @@ import os
 import secrets
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from itertools import repeat
 from operator import itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,7 +17,7 @@ import numpy as np
 
 from launcher.core.errors import ModelMismatch, StoreLocked
 from launcher.core.files import atomic_write_json, make_private
-from launcher.core.paths import folder_prefix, inside_any
+from launcher.core.paths import inside_any, inside_any_each
 from launcher.core.records import KINDS, FileRecord, Matrix, Piece, Skip
 from launcher.index import keywords
 from launcher.index.compaction import Compaction
@@ -311,11 +310,9 @@ class Writer(Compaction, FileLookups):
         columns: what a rescan's diff needs, without a Python object per file."""
         rows = list(self._table.rows.values())
         paths = list(map(itemgetter(COL_PATH), rows))
-        prefixes = tuple(folder_prefix(r) for r in roots)
-        kept = list(map(str.startswith, paths, repeat(prefixes)))
+        kept = inside_any_each(paths, roots)
         if not all(kept):
-            exact = set(roots)
-            rows = [r for r, k, p in zip(rows, kept, paths, strict=True) if k or p in exact]
+            rows = [r for r, k in zip(rows, kept, strict=True) if k]
             paths = list(map(itemgetter(COL_PATH), rows))
         n = len(rows)
         return Indexed(

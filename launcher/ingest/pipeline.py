@@ -90,10 +90,6 @@ class _Walked:
     sizes: list[int] = field(default_factory=list)
     mtimes: list[int] = field(default_factory=list)
 
-    def chosen(self, indexer: Indexer, current: Mapping[str, ScanOptions]) -> dict[str, ScanOptions]:
-        """Each walked folder's options, as the run would record them."""
-        return {f: indexer.options_for(f, current) for f in self.folders}
-
 
 @dataclass
 class IndexReport:
@@ -428,7 +424,7 @@ class Indexer:
             if self.options.retry_failed:
                 writer.retry_failed()  # failed files are forgotten: the scan below finds them new
             current = writer.root_options()
-            if walked is None or walked.merged != merge_roots(current, walked.chosen(self, current)):
+            if walked is None or walked.merged != self._roots_after(walked.folders, current):
                 walked = self._walked(roots, current, progress)  # another writer changed the roots
             writer.set_roots(walked.merged)
             self._roots = walked.merged
@@ -463,8 +459,7 @@ class Indexer:
             ]
         else:
             folders = unique_paths([str(Path(r).expanduser().resolve()) for r in roots])
-        walked = _Walked(folders, {}, skipped)
-        walked.merged = merge_roots(current, walked.chosen(self, current))
+        walked = _Walked(folders, self._roots_after(folders, current), skipped)
         shown = 0
         with paused_gc():  # 100k files: a million acyclic objects the collector would only rescan
             for item in self._walk(folders, walked.merged):
@@ -480,6 +475,10 @@ class Indexer:
         scanned = len(walked.paths) + len(walked.skipped)
         progress(Progress("scan", scanned, scanned))
         return walked
+
+    def _roots_after(self, folders: list[str], current: Mapping[str, ScanOptions]) -> dict[str, ScanOptions]:
+        """The index's roots once a run has walked `folders`, each with its options."""
+        return merge_roots(current, {f: self.options_for(f, current) for f in folders})
 
     def _nothing_to_do(self, stored: Stored, walked: _Walked, report: IndexReport) -> bool:
         """Whether the walk matches the index at its last commit, so that a run would change nothing:
@@ -505,8 +504,7 @@ class Indexer:
         reported = {s.path for s in walked.skipped}
         if any(inside_any(p, walked.folders) and p not in reported for p in state.skips):
             return False  # a recorded skip the walk no longer meets: the writer forgets it
-        prefixes = tuple(folder_prefix(f) for f in walked.folders)
-        paths, sizes, mtimes = state.under(walked.folders, prefixes)
+        paths, sizes, mtimes = state.under(walked.folders)
         if not diff_stage.same_files(walked.paths, walked.sizes, walked.mtimes, paths, sizes, mtimes):
             return False
         report.unchanged = len(walked.paths)

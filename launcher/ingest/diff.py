@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+import numpy.typing as npt
 
 from launcher.core.records import FileRecord
 from launcher.index.info import Indexed
@@ -108,12 +109,7 @@ def same_files(
     if len(paths) != len(known_paths):
         return False
     at = _positions(paths, known_paths)
-    if (at < 0).any():
-        return False
-    return bool(
-        (known_sizes[at] == np.asarray(sizes, dtype=np.int64)).all()
-        and (known_mtimes[at] == np.asarray(mtimes, dtype=np.int64)).all()
-    )
+    return bool(_unchanged(at, sizes, mtimes, known_sizes, known_mtimes).all())
 
 
 def _positions(paths: Sequence[str], known_paths: Sequence[str]) -> I64:
@@ -124,20 +120,27 @@ def _positions(paths: Sequence[str], known_paths: Sequence[str]) -> I64:
     return np.fromiter(map(position.get, paths, repeat(-1)), np.int64, len(paths))
 
 
+def _unchanged(
+    at: I64, sizes: Sequence[int], mtimes: Sequence[int], known_sizes: I64, known_mtimes: I64
+) -> npt.NDArray[np.bool_]:
+    """Which walked files are known (`at`, from _positions) with the same size and mtime."""
+    same = np.zeros(len(at), dtype=bool)
+    found = at >= 0
+    old = at[found]
+    same[found] = (known_sizes[old] == np.asarray(sizes, dtype=np.int64)[found]) & (
+        known_mtimes[old] == np.asarray(mtimes, dtype=np.int64)[found]
+    )
+    return same
+
+
 def plan_files(paths: Sequence[str], sizes: Sequence[int], mtimes: Sequence[int], indexed: Indexed) -> Plan:
     """`plan` for a whole walk given as columns (scan.Files runs joined), against the index's columns.
 
     Unchanged files, nearly all of a rescan, cost a dictionary probe each and a share of three array
     comparisons; a FileRecord is made only for a new or changed file."""
     result = Plan()
-    n = len(paths)
     at = _positions(paths, indexed.paths)
-    found = at >= 0
-    same = np.zeros(n, dtype=bool)
-    old = at[found]
-    same[found] = (indexed.sizes[old] == np.asarray(sizes, dtype=np.int64)[found]) & (
-        indexed.mtime_ns[old] == np.asarray(mtimes, dtype=np.int64)[found]
-    )
+    same = _unchanged(at, sizes, mtimes, indexed.sizes, indexed.mtime_ns)
     result.unchanged = int(same.sum())
     fresh: list[FileRecord] = []
     for i in np.flatnonzero(~same).tolist():
@@ -147,7 +150,7 @@ def plan_files(paths: Sequence[str], sizes: Sequence[int], mtimes: Sequence[int]
         else:
             result.changed.append((rec, f"f{int(indexed.numeric_ids[at[i]])}"))
     seen = np.zeros(len(indexed), dtype=bool)
-    seen[old] = True
+    seen[at[at >= 0]] = True
     vanished = [Known(*indexed.known(j)) for j in np.flatnonzero(~seen).tolist()]
     _moves(result, fresh, vanished)
     return result

@@ -298,7 +298,7 @@ def records(found: Iterator[Files | Skip]) -> Iterator[FileRecord | Skip]:
             yield item
         else:
             for path, size, mtime in zip(item.paths, item.sizes, item.mtimes, strict=True):
-                yield FileRecord(path, size, mtime, _kind_of_name(os.path.basename(path)))
+                yield FileRecord(path, size, mtime, kind_of(path))
 
 
 def _index_dirs(index_dir: str | os.PathLike[str] | None) -> set[str]:

@@ -371,7 +371,8 @@ class LauncherService:
 
         if self.options.watch_options is not None:
             return self.options.watch_options.chunk_tokens  # type: ignore[no-any-return]
-        return config.resolve("chunk_tokens") or kept_chunk_tokens(Store.stored_identity(self.index_dir))
+        stored = Stored.read(self.index_dir)
+        return config.resolve("chunk_tokens") or kept_chunk_tokens(stored.identity if stored else None)
 
     def _watch_options(self) -> Any:
         from launcher.ingest.pipeline import IndexOptions, document_instruction

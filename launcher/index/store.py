@@ -179,13 +179,6 @@ class Store(Stored, FileLookups):
         return (Path(index_dir) / MANIFEST).is_file()
 
     @staticmethod
-    def stored_identity(index_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
-        """The identity of the index in this directory (its manifest only, not the file table),
-        None when there is none."""
-        stored = Stored.read(index_dir)
-        return None if stored is None else stored.identity
-
-    @staticmethod
     def open(index_dir: str | os.PathLike[str]) -> Store:
         """The latest committed snapshot."""
         return Store._load(Path(index_dir), None)

@@ -663,8 +663,7 @@ def _name_words(store: Store, cols: FileColumns) -> tuple[str, I64, npt.NDArray[
     extension left out ("tax form 2023" covers tax_form_2023.pdf). Once per snapshot, with C-level
     maps (the warm thread builds it for each new snapshot, so searches after a commit do not)."""
     if "names" not in store.cache:
-        lengths = np.fromiter(map(len, cols.name_keys), dtype=np.int64, count=len(cols)) + 1
-        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        starts = _starts(cols.name_keys, len(cols))
         spaces = np.fromiter(map(str.count, cols.name_keys, repeat(" ")), dtype=np.float32, count=len(cols))
         stems = map(str.lstrip, _basenames(store, cols), repeat("."))
         extension = np.fromiter(map(operator.contains, stems, repeat(".")), dtype=np.float32, count=len(cols))
@@ -697,9 +696,7 @@ def _whole_names(store: Store, cols: FileColumns) -> tuple[str, I64]:
     snapshot."""
     if "exact_names" not in store.cache:
         blob = unicodedata.normalize("NFC", "\0" + "\0".join(_basenames(store, cols)) + "\0").casefold()
-        lengths = np.fromiter(map(len, blob[1:-1].split("\0")), dtype=np.int64, count=len(cols)) + 1
-        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-        store.cache["exact_names"] = (blob, starts)
+        store.cache["exact_names"] = (blob, _starts(blob[1:-1].split("\0"), len(cols)))
     return store.cache["exact_names"]  # type: ignore[no-any-return]
 
 
@@ -710,11 +707,16 @@ def _basenames(store: Store, cols: FileColumns) -> list[str]:
     return store.cache["basenames"]  # type: ignore[no-any-return]
 
 
+def _starts(entries: Iterable[str], n: int) -> I64:
+    """Where each of n entries begins in a blob that joins them with one separator character."""
+    lengths = np.fromiter(map(len, entries), dtype=np.int64, count=n) + 1
+    return np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+
+
 def _files_matching(blob: str, starts: I64, pattern: str) -> npt.NDArray[np.intp]:
     """The files (ordinals) of a names blob, whose entries begin at `starts`, where `pattern` matches."""
-    pos = np.fromiter(
-        map(re.Match.start, re.finditer(pattern, blob)), dtype=np.int64
-    )  # no Python call a match
+    # The match positions through C-level maps: no Python call per match.
+    pos = np.fromiter(map(re.Match.start, re.finditer(pattern, blob)), dtype=np.int64)
     return np.unique(np.searchsorted(starts, pos, side="right") - 1)
 
 

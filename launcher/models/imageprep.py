@@ -23,6 +23,12 @@ MIN_PIXELS = 4 * FACTOR * FACTOR
 MAX_PIXELS = 1800 * FACTOR * FACTOR
 MAX_RATIO = 200
 
+
+def visual_tokens(pixels: int) -> int:
+    """The visual tokens a picture of at most `pixels` pixels becomes (one per FACTOR x FACTOR)."""
+    return max(1, pixels // (FACTOR * FACTOR))
+
+
 RGBArray = npt.NDArray[np.uint8]
 """An (height, width, 3) uint8 RGB image."""
 

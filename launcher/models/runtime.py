@@ -27,7 +27,7 @@ from llama_cpp import mtmd_cpp as mt
 
 from launcher.core.errors import LauncherError, ModelError
 from launcher.models import gguf_meta
-from launcher.models.imageprep import FACTOR, MAX_PIXELS, MIN_PIXELS, PreparedImage
+from launcher.models.imageprep import MAX_PIXELS, MIN_PIXELS, PreparedImage, visual_tokens
 
 log = logging.getLogger("launcher.llama")
 
@@ -458,8 +458,8 @@ class LlamaRuntime:
         params.warmup = False
         # Our bitmaps are already resized to the reference grid; bounds wide enough that mtmd
         # leaves them as they are (its defaults, 8..4096 tokens, would resize some again).
-        params.image_min_tokens = max(1, opts.image_min_pixels // (FACTOR * FACTOR))
-        params.image_max_tokens = max(1, opts.image_max_pixels // (FACTOR * FACTOR))
+        params.image_min_tokens = visual_tokens(opts.image_min_pixels)
+        params.image_max_tokens = visual_tokens(opts.image_max_pixels)
         self.mctx = mt.mtmd_init_from_file(str(mmproj_path).encode(), self.model, params)
         if not self.mctx:
             raise ModelError(

@@ -21,7 +21,7 @@ from launcher.core.records import Matrix
 from launcher.models import gguf_meta
 from launcher.models.embed.base import Embedder, EmbedInput, context_needed, l2_normalize
 from launcher.models.embed.prompt import IMAGE_TOKENS, as_utf8, build_prompt
-from launcher.models.imageprep import FACTOR, prepare_image, smart_resize
+from launcher.models.imageprep import FACTOR, prepare_image, smart_resize, visual_tokens
 from launcher.models.runtime import (
     CHAT_ARCHITECTURES,
     IMAGE_SLOT,
@@ -95,7 +95,7 @@ class LlamaEmbedder(Embedder):
         own_chunk = 512 if causal else ENCODER_CHUNK_TOKENS
         # Unset, the context is what the pieces and pictures need, not more: the KV cache and the
         # compute buffers grow with it (LAUNCHER_README, Memory).
-        pictures = opts.image_max_pixels // (FACTOR * FACTOR) if self.mmproj_path is not None else 0
+        pictures = visual_tokens(opts.image_max_pixels) if self.mmproj_path is not None else 0
         n_ctx = opts.n_ctx or context_needed(opts.chunk_tokens or own_chunk, pictures)
         if self.n_ctx_train > 0:
             n_ctx = min(n_ctx, self.n_ctx_train)

@@ -195,6 +195,31 @@ def test_an_exact_file_name_ranks_first(tmp_path: Path) -> None:
     assert by_name["notes-latin1.txt"] > by_name["latin1.txt"] > 0
 
 
+def test_a_joined_word_matches_a_name_only_whole(tmp_path: Path) -> None:
+    s = one_piece_files(
+        tmp_path,
+        {
+            "bind.2": "bind a name to a socket",
+            "mount.2": "mount a filesystem",
+            "tax_form_2023.pdf": "form",
+            "readFile.md": "read",
+            "read.md": "read",
+        },
+    )
+
+    def names_of(query: str) -> dict[str, float]:
+        return {os.path.basename(h.path): h.scores["name"] for h in search(s, None, query, min_score=0.0)}
+
+    # MS_BIND is one name: a file named after one of its parts is no name match.
+    assert names_of("MS_BIND").get("bind.2", 0.0) == 0.0
+    assert names_of("bind MS_BIND")["bind.2"] > 0  # the part typed on its own still counts
+    assert names_of("tax_form_2023")["tax_form_2023.pdf"] == pytest.approx(1.0)  # every part there
+    assert names_of("tax_form").get("tax_form_2023.pdf", 0.0) > 0
+    # A camelCase word matches a name with the whole word, not one with a part of it.
+    by_name = names_of("readFile")
+    assert by_name["readFile.md"] == pytest.approx(1.0) and by_name.get("read.md", 0.0) == 0.0
+
+
 def test_pieces_without_vectors_are_found_by_keyword(tmp_path: Path) -> None:
     s, _ = build(tmp_path)
     assert s.stats().pending == 1

@@ -65,6 +65,17 @@ def query_terms(text: str) -> list[str]:
     return list(dict.fromkeys(tokenize(text)))
 
 
+_RUN = re.compile(r"\w+")
+
+
+def query_runs(text: str) -> list[list[list[str]]]:
+    """The query's runs of word characters (`MS_BIND`, `readFile`, `tax_form_2023`, `notes`), each
+    as its `_`-separated words, each word as its tokens: the whole word first, then its parts. A run
+    with more than one token is one name joined up, not any one of its parts."""
+    runs = _RUN.findall(unicodedata.normalize("NFC", text))
+    return [[tokenize(w) for w in _WORD.findall(run)] for run in runs]
+
+
 def name_key(path: str) -> str:
     """The file name's distinct tokens joined as ' a b c ', for word-boundary matching by substring."""
     base = path.replace("\\", "/").rsplit("/", 1)[-1]

@@ -17,7 +17,8 @@ Per query:
    known query term about as often as an average piece);
 4. name: the query's words found whole in the file name (NFC + casefold, split on `_`, `.`,
    `-`, case and digit changes, so `Tax_Form_2023.pdf` has `tax form 2023 pdf`), weighted by how
-   rare each word is among file names; a word that begins a name word counts half;
+   rare each word is among file names; a word that begins a name word counts half; a joined word
+   of the query (`MS_BIND`, `readFile`) counts only in names that hold all of it;
 5. fusion is a noisy-OR of the three, each read as evidence of relevance in [0, 1]:
        score = 1 - (1 - cos+) (1 - KEYWORD_WEIGHT * keyword) (1 - NAME_WEIGHT * name)
    The vector enters at full strength, so it dominates; keyword and name can only lift a file,
@@ -151,7 +152,7 @@ def search(
         scored = _row_scores(store, q, allowed, probe)
         vec = _best_per_file(scored.scores, scored.ords, scored.pids, limit=pool)
     kw = _bm25(store, terms, allowed) if terms else _EMPTY
-    nm = _names(store, cols, terms, allowed) if terms else _EMPTY
+    nm = _names(store, cols, terms, keywords.query_runs(query_text), allowed) if terms else _EMPTY
 
     cand: dict[int, list[float]] = {}  # ord -> [vector, vector piece, keyword, keyword piece, name]
     for o, s, p in zip(vec.ords.tolist(), vec.scores.tolist(), vec.pieces.tolist(), strict=True):
@@ -630,15 +631,18 @@ def _bm25(store: Store, terms: list[str], allowed: Mask) -> _Signal:
     return _group(np.arange(len(scores)), scores, ords, pids)
 
 
-def _names(store: Store, cols: FileColumns, terms: list[str], allowed: Mask) -> _Signal:
+def _names(
+    store: Store, cols: FileColumns, terms: list[str], runs: list[list[list[str]]], allowed: Mask
+) -> _Signal:
     """Files whose name contains the query's words: the rarity-weighted share of the query found in
     the name, times how much of the name the query covers (so `latin1.txt` beats `latin1-été.txt`
-    for the query "latin1.txt"); 1.0 when every word of the name is matched."""
+    for the query "latin1.txt"); 1.0 when every word of the name is matched. A joined word of the
+    query (`runs`: keywords.query_runs) counts only where the name has all of it: `MS_BIND` asks
+    for nothing named `bind`."""
     blob, starts, words = _name_words(store, cols)
     n = len(cols)
-    score = np.zeros(n, dtype=np.float32)
-    matched = np.zeros(n, dtype=np.float32)
-    total = 0.0
+    credits: dict[str, npt.NDArray[np.float32]] = {}
+    weights: dict[str, float] = {}
     for t in terms:
         whole = _files_matching(blob, starts, re.escape(f" {t} "))
         credit = np.zeros(n, dtype=np.float32)
@@ -646,16 +650,41 @@ def _names(store: Store, cols: FileColumns, terms: list[str], allowed: Mask) -> 
             credit[_files_matching(blob, starts, re.escape(f" {t}"))] = 0.5
         credit[whole] = 1.0
         df = int((credit > 0).sum())
-        w = float(np.log1p(n / (df + 0.5)))
-        score += w * credit
-        matched += credit
-        total += w
-    score /= total
+        credits[t], weights[t] = credit, float(np.log1p(n / (df + 0.5)))
+    credits.update(_joined_credits(credits, runs, n))
+    score = np.zeros(n, dtype=np.float32)
+    matched = np.zeros(n, dtype=np.float32)
+    for t in terms:
+        score += weights[t] * credits[t]
+        matched += credits[t]
+    score /= sum(weights.values())
     # The share of the name's own words that the query matched: 1 for a name the query spells out
     # (an exact name, extension included, also ranks first: see _exact_names).
     score *= 0.75 + 0.25 * np.minimum(matched / words, 1.0)
     hit = np.flatnonzero((score > 0) & allowed[:-1])
     return _Signal(hit.astype(np.int32), score[hit], np.full(len(hit), -1, dtype=np.int64))
+
+
+def _joined_credits(
+    credits: dict[str, npt.NDArray[np.float32]], runs: list[list[list[str]]], n: int
+) -> dict[str, npt.NDArray[np.float32]]:
+    """The name credits of the tokens of joined words (runs of more than one token), kept only in
+    names that hold the whole run: each of its words whole, or all of that word's parts. A token
+    the query also has on its own ("bind MS_BIND") keeps its credit everywhere."""
+    joined = [run for run in runs if sum(map(len, run)) > 1]
+    alone = {t for run in runs if sum(map(len, run)) == 1 for word in run for t in word}
+    none = np.zeros(n, dtype=np.float32)
+    out: dict[str, npt.NDArray[np.float32]] = {}
+    for run in joined:
+        held = np.ones(n, dtype=bool)
+        for whole, *parts in run:
+            has = credits.get(whole, none) > 0
+            if parts:
+                has |= np.logical_and.reduce([credits.get(p, none) > 0 for p in parts])
+            held &= has
+        for t in {t for word in run for t in word} & credits.keys() - alone:
+            out[t] = np.maximum(out.get(t, none), np.where(held, credits[t], 0.0).astype(np.float32))
+    return out
 
 
 def _name_words(store: Store, cols: FileColumns) -> tuple[str, I64, npt.NDArray[np.float32]]:

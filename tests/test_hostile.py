@@ -3,6 +3,7 @@ stuck piece, every file embedded or recorded with a one-line reason, and the goo
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import zipfile
@@ -24,6 +25,8 @@ def make_hostile(root: Path) -> Path:
     with zipfile.ZipFile(root / "bomb.docx", "w", compression=zipfile.ZIP_DEFLATED) as z:
         z.writestr("word/document.xml", b" " * (600 * 2**20))  # 600 MB of XML in ~600 KB
     (root / "bomb.png").write_bytes(png_claiming(60_000, 60_000))
+    with gzip.open(root / "bomb.log.gz", "wb", compresslevel=9) as f:  # 64 MB of one line in ~64 KB
+        f.write(b"all work and no play makes jack a dull boy\n" * (64 * 2**20 // 43))
     (root / "truncated.png").write_bytes(png_claiming(64, 64)[:40])
     os.mkfifo(root / "pipe.txt")
     os.symlink("/dev/zero", root / "zero.txt")
@@ -51,10 +54,20 @@ def test_hostile_folder_indexes_with_nothing_stuck(tmp_path: Path) -> None:
     status = json.loads(ok(cli(home, "status", "--json")).stdout)
     assert status["pending"] == 0 and status["embedding_progress"] == 1.0
     reasons = {os.path.basename(f["path"]): f["reason"] for f in status["failures"]}
-    for name in ("random.txt", "nuls.txt", "bomb.docx", "bomb.png", "truncated.png", "pipe.txt", "zero.txt"):
+    for name in (
+        "random.txt",
+        "nuls.txt",
+        "bomb.docx",
+        "bomb.png",
+        "bomb.log.gz",
+        "truncated.png",
+        "pipe.txt",
+        "zero.txt",
+    ):
         assert name in reasons, f"{name} neither failed nor skipped: {reasons}"
         assert reasons[name] and "\n" not in reasons[name] and "Traceback" not in reasons[name]
     assert "zip bomb" in reasons["bomb.docx"]
+    assert "gzip bomb" in reasons["bomb.log.gz"]
     # The long line and the odd names are indexed like any file.
     for name in (
         "one-line.json",

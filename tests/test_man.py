@@ -10,11 +10,12 @@ import shutil
 import zlib
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from launcher.core.records import FileRecord
 from launcher.ingest.extract import ExtractError, extract
-from launcher.ingest.extract.man import render, troff_like
+from launcher.ingest.extract.man import GZIP_RATIO_FLOOR, render, troff_like
 from tests.test_index_cli import cli, ok
 
 MAN1 = Path("/usr/share/man/man1")
@@ -102,6 +103,17 @@ def test_broken_archive_and_bomb_gzip(tmp_path: Path) -> None:
     pieces = extract(record(tmp_path / "bomb.txt.gz"), settings=ExtractSettings(max_text_bytes=2**20))
     last = max(p.locator.line_end or 0 for p in pieces)
     assert last == 2**20 // len(b"all work and no play makes jack a dull boy\n")  # whole lines up to the cap
+    # With the default cap (32 MB) it is refused once it passes 100:1, after 4 MB, not embedded.
+    with pytest.raises(ExtractError, match=r"possible gzip bomb: \d+ mb of data from the first \d+ kb"):
+        extract(record(tmp_path / "bomb.txt.gz"))
+    # Large text that is not made to expand (6 MB of numbered lines of random words, about 3:1) is
+    # read whole.
+    words = np.random.default_rng(5).choice(["harbour", "invoice", "keeper", "lamp", "tide", "rope"], 800_000)
+    text = "".join(f"{i}: {' '.join(words[i * 5 : i * 5 + 5])}\n" for i in range(160_000))
+    assert len(text) > GZIP_RATIO_FLOOR
+    with gzip.open(tmp_path / "big.txt.gz", "wt") as f:
+        f.write(text)
+    assert max(p.locator.line_end or 0 for p in extract(record(tmp_path / "big.txt.gz"))) == 160_000
 
 
 @pytest.mark.slow

@@ -335,7 +335,8 @@ def main() -> None:
     ap.add_argument(
         "--keyword-weights",
         default="",
-        help="comma-separated keyword weights to compare on the same index (default: search.KEYWORD_WEIGHT)",
+        help="comma-separated keyword weights to compare on the same index; `auto` weighs by the query's "
+        "length as search does by default (search.keyword_weight_for; default: auto)",
     )
     args = ap.parse_args()
     questions_file, build, default_corpus = question_set(args.set)
@@ -391,7 +392,7 @@ def main() -> None:
         results["raw_tokens_per_s"] = raw_throughput(embedder, sample)
 
     fusions = [f for f in args.fusions.split(",") if f] or [search.DEFAULT_FUSION]
-    weights = [float(w) for w in args.keyword_weights.split(",") if w] or [search.KEYWORD_WEIGHT]
+    weights = [None if w == "auto" else float(w) for w in args.keyword_weights.split(",") if w] or [None]
     builds = {}
     for size in [int(s) for s in args.sizes.split(",") if s]:
         builds[size] = build_index(corpus, embedder, size, work)
@@ -401,7 +402,8 @@ def main() -> None:
                 ranking = launcher_rank(store, corpus, qvecs, questions, fusion=fusion, keyword_weight=weight)
                 rows.append(
                     (
-                        f"launcher, in-process, {size}-token pieces, fusion {fusion}, keyword weight {weight}",
+                        f"launcher, in-process, {size}-token pieces, fusion {fusion}, keyword weight "
+                        + (f"{weight}" if weight is not None else "by query length (the default)"),
                         metrics(ranking, questions),
                     )
                 )

@@ -9,13 +9,14 @@ from __future__ import annotations
 import os
 import unicodedata
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from launcher.core.records import FileRecord, Locator, Piece
 from launcher.index.store import Store
-from launcher.query.retrieve import DEFAULT_MIN_SCORE, search, snippet_of
+from launcher.query.retrieve import DEFAULT_MIN_SCORE, keyword_weight_for, search, snippet_of
 
 DIMS = 32
 IDENTITY = {"model": "synthetic"}
@@ -235,6 +236,26 @@ def test_keyword_lifts_a_vector_match(tmp_path: Path) -> None:
     lifted = {names([h])[0]: h for h in search(s, QUERY, "budget salaries")}
     assert lifted["budget.txt"].score > plain["budget.txt"]
     assert lifted["budget.txt"].scores["keyword"] > 0.4  # each word once: about 0.45 of the most
+
+
+def test_a_short_query_weighs_its_words_more(tmp_path: Path) -> None:
+    s, _ = build(tmp_path)
+
+    def budget(query: str) -> Any:
+        return next(h for h in search(s, QUERY, query) if names([h])[0] == "budget.txt")
+
+    # The same words, as a lookup and inside a longer question: the keyword score is the same and
+    # the fused score follows the noisy-OR with keyword weight 0.6 for the short query, 0.4 for the
+    # long one (the name's weight is 0.6 for both).
+    short, long = budget("budget salaries"), budget("where is the budget for salaries kept")
+    assert keyword_weight_for("budget salaries") == 0.6 and keyword_weight_for("a b c d") == 0.4
+    assert short.scores["keyword"] > 0
+    for hit, weight in ((short, 0.6), (long, 0.4)):
+        v, k, n = hit.scores["vector"], hit.scores["keyword"], hit.scores["name"]
+        assert hit.score == pytest.approx(1 - (1 - v) * (1 - weight * k) * (1 - 0.6 * n), abs=1e-6)
+    # An explicit weight wins over the length rule.
+    explicit = search(s, QUERY, "budget salaries", keyword_weight=0.4)
+    assert next(h for h in explicit if names([h])[0] == "budget.txt").score < short.score
 
 
 def test_file_name_match_surfaces(tmp_path: Path) -> None:

@@ -247,8 +247,8 @@ def keyword_weight_for(query_text: str) -> float:
     """The keyword side's weight for a query: SHORT_KEYWORD_WEIGHT for one of at most
     SHORT_QUERY_WORDS words, KEYWORD_WEIGHT for a longer one. Measured on both retrieval sets
     (bench_retrieval.py): R@1 0.77 -> 0.80 on the main set, 0.76 -> 0.78 on the held-out set, all on
-    exact names; no long query changes. A fixed 0.6 for every query lost 0.05 R@1 on the held-out
-    paraphrases."""
+    exact names; no long query changes. A fixed 0.6 for every query lost 0.03 R@1 on the held-out
+    set, all on paraphrases."""
     return SHORT_KEYWORD_WEIGHT if len(query_text.split()) <= SHORT_QUERY_WORDS else KEYWORD_WEIGHT
 
 

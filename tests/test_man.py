@@ -61,6 +61,20 @@ def test_mdoc_and_special_characters() -> None:
     assert "café — “quoted” \\ bold" in page.text
 
 
+def test_a_translated_page_is_titled_by_its_first_section() -> None:
+    # The layout of Debian's manpages-ja and manpages-de: the NAME section under its own language's
+    # heading (Japanese ls(1) and biff(1), 734 of manpages-ja's 747 man1/man8 pages get a title so).
+    man = '.TH LS "1" "2021年5月" "GNU coreutils"\n.SH 名前\nls \\- ディレクトリの内容をリスト表示する\n.SH 書式\n.B ls\n'
+    assert render(man).title == "ls - ディレクトリの内容をリスト表示する"
+    mdoc = ".Dd June 6, 1993\n.Dt BIFF 1\n.Sh 名前\n.Nm biff\n.Nd メールの到着を知らせる\n.Sh 書式\n.Nm\n"
+    assert render(mdoc).title == "biff - メールの到着を知らせる"
+    german = ".TH LS 1\n.SH BEZEICHNUNG\nls \\(em Verzeichnisinhalte auflisten\n.SH ÜBERSICHT\nls\n"
+    assert render(german).title == "ls \u2014 Verzeichnisinhalte auflisten"
+    # A first section that is not a NAME line (long, or without the dash) leaves name(section).
+    other = ".TH FOO 1\n.SH DESCRIPTION\nfoo does things\n.SH OPTIONS\n-x\n"
+    assert render(other).title == "foo(1)"
+
+
 def test_gzipped_man_page_plain_page_and_gzipped_text(tmp_path: Path) -> None:
     shutil.copy(real_page("ls.1.gz"), tmp_path / "ls.1.gz")
     (tmp_path / "xargs.1").write_bytes(gzip.decompress(real_page("xargs.1.gz").read_bytes()))

@@ -251,6 +251,8 @@ def render(source: str) -> Page:
     th: str | None = None
     section: str | None = None
     name_lines: list[str] = []
+    first_lines: list[str] = []  # the first section's: NAME, whatever the page's language calls it
+    sections = 0
     mdoc_name: str | None = None
     skip_until: str | None = None  # inside .de ... .. or an `\{ ... \}` block
     table = 0  # 0: not in a table, 1: reading its format lines, 2: its rows
@@ -259,6 +261,8 @@ def render(source: str) -> Page:
         out.append(text)
         if section == "NAME" and text.strip():
             name_lines.append(text.strip())
+        if sections == 1 and text.strip():
+            first_lines.append(text.strip())
 
     for raw in source.splitlines():
         if skip_until is not None:
@@ -303,6 +307,7 @@ def render(source: str) -> Page:
                 heading = " ".join(args)
                 if macro in ("SH", "Sh"):
                     section = heading.upper()
+                    sections += 1
                 out.extend(["", heading])
                 continue
             if macro == "so":
@@ -334,6 +339,12 @@ def render(source: str) -> Page:
         emit(_unescape(raw))
 
     text = re.sub(r"\n{3,}", "\n\n", "\n".join(out)).strip("\n") + "\n"
+    # A translated page names its first section in its own language (名前, NOM, BEZEICHNUNG): that
+    # section is the NAME one when it is a few lines that read like one ("ls - list directory
+    # contents", "iptables — ...", mdoc's `.Nm` and `.Nd` lines).
+    joined = " ".join(first_lines)
+    if not name_lines and 0 < len(first_lines) <= 5 and (" - " in joined or " \u2014 " in joined):
+        name_lines = first_lines
     if name_lines:
         title = " ".join(" ".join(name_lines).split())
     elif th:

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from launcher.core.records import FileRecord, Locator, Piece
+from launcher.index.keywords import tokenize
 from launcher.index.store import Store
 from launcher.query.retrieve import DEFAULT_MIN_SCORE, keyword_weight_for, search, snippet_of
 
@@ -219,6 +220,35 @@ def test_a_joined_word_matches_a_name_only_whole(tmp_path: Path) -> None:
     # A camelCase word matches a name with the whole word, not one with a part of it.
     by_name = names_of("readFile")
     assert by_name["readFile.md"] == pytest.approx(1.0) and by_name.get("read.md", 0.0) == 0.0
+
+
+def test_cjk_words_are_found_inside_sentences(tmp_path: Path) -> None:
+    # Chinese and Japanese are written without spaces: a sentence is one "word", so a query's word
+    # is matched through the overlapping character pairs both share.
+    assert tokenize("天気予報") == ["天気予報", "天気", "気予", "予報"]
+    assert tokenize("Python入門 日") == ["python入門", "python", "入門", "日"]  # a pair is never doubled
+    assert tokenize("검색") == ["검색"]
+    s = one_piece_files(
+        tmp_path,
+        {
+            "ls.txt": "ls - ディレクトリの内容をリスト表示する",
+            "cp.txt": "cp - ファイルやディレクトリのコピーを行う",
+            "weather.txt": "明日の天気予報によると東京は雨が降るでしょう。",
+            "天気予報.txt": "notes",
+            "english.txt": "directory listing",
+        },
+    )
+
+    def found(query: str) -> list[str]:
+        return [os.path.basename(h.path) for h in search(s, None, query)]
+
+    assert found("内容 表示")[0] == "ls.txt"
+    assert found("ディレクトリ コピー")[0] == "cp.txt"
+    assert set(found("ディレクトリ")) == {"ls.txt", "cp.txt"}
+    assert found("東京 雨")[0] == "weather.txt"
+    hits = search(s, None, "天気予報")
+    assert os.path.basename(hits[0].path) == "天気予報.txt" and hits[0].scores["name"] > 0.9  # its name
+    assert "weather.txt" in found("天気予報")
 
 
 def test_pieces_without_vectors_are_found_by_keyword(tmp_path: Path) -> None:

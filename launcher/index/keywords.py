@@ -2,7 +2,11 @@
 
 Tokens are unicode words (letters and digits; `_` and punctuation split), NFC-normalised and
 casefolded. A mixed word also yields its parts, so `TaxForm2023` gives `taxform2023`, `tax`,
-`form`, `2023` and matches either spelling. Scripts without spaces (CJK) come out as whole runs.
+`form`, `2023` and matches either spelling. Scripts written without spaces (Chinese, Japanese;
+Korean too, whose words take endings) would make a whole sentence one word, so a run of their
+characters also yields its overlapping pairs (`天気予報` gives `天気`, `気予`, `予報`), the usual
+answer of search engines without a dictionary (Lucene's CJK bigrams): a query's word is found
+inside any sentence that holds it, and more pairs in common rank higher.
 
 Terms are stored as 64-bit BLAKE2b hashes, never strings: postings are then plain NumPy arrays
 that memory-map, merge and look up with `searchsorted`, and a collision (odds ~ n^2 / 2^65) only
@@ -29,6 +33,12 @@ U16 = npt.NDArray[np.uint16]
 Mask = npt.NDArray[np.bool_]
 
 _WORD = re.compile(r"[^\W_]+")
+# Han, kana and Hangul: CJK Unified Ideographs and extension A, compatibility ideographs, the
+# supplementary planes' ideographs, hiragana, katakana (and its halfwidth forms), Hangul syllables.
+_CJK = re.compile(
+    "[\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
+    "\uff66-\uff9f\U00020000-\U0003134f]+"
+)
 
 K1 = 1.2  # BM25 term-frequency saturation; the usual values (Robertson, Lucene)
 B = 0.75  # BM25 document-length normalisation
@@ -39,11 +49,30 @@ def tokenize(text: str) -> list[str]:
     out: list[str] = []
     for word in _WORD.findall(unicodedata.normalize("NFC", text)):
         out.append(word.casefold())
+        if not word.isascii() and _CJK.search(word):
+            whole = out[-1]
+            out.extend(t for t in _cjk_tokens(word) if t != whole)
         # Lowercase words and plain numbers have no parts; skip the regex for them (most words).
-        if not (word.islower() or word.isdigit()):
+        elif not (word.islower() or word.isdigit()):
             parts = _parts(word)
             if len(parts) > 1:
                 out.extend(p.casefold() for p in parts)
+    return out
+
+
+def _cjk_tokens(word: str) -> list[str]:
+    """The tokens of a word with CJK characters in it: each CJK run's overlapping pairs (a lone
+    character as itself), and the other runs (`Python` of `Python入門`) as words of their own."""
+    out: list[str] = []
+    at = 0
+    for m in _CJK.finditer(word):
+        if m.start() > at:
+            out.extend(tokenize(word[at : m.start()]))
+        run = m.group()
+        out.extend([run] if len(run) == 1 else [run[i : i + 2] for i in range(len(run) - 1)])
+        at = m.end()
+    if at < len(word):
+        out.extend(tokenize(word[at:]))
     return out
 
 

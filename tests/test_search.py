@@ -279,6 +279,8 @@ def test_a_short_query_weighs_its_words_more(tmp_path: Path) -> None:
     # long one (the name's weight is 0.6 for both).
     short, long = budget("budget salaries"), budget("where is the budget for salaries kept")
     assert keyword_weight_for("budget salaries") == 0.6 and keyword_weight_for("a b c d") == 0.4
+    # Japanese without spaces: a word per two characters.
+    assert keyword_weight_for("天気予報") == 0.6 and keyword_weight_for("明日の東京の天気はどうですか") == 0.4
     assert short.scores["keyword"] > 0
     for hit, weight in ((short, 0.6), (long, 0.4)):
         v, k, n = hit.scores["vector"], hit.scores["keyword"], hit.scores["name"]

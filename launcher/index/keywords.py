@@ -89,6 +89,13 @@ def _parts(word: str) -> list[str]:
     return parts
 
 
+def query_words(text: str) -> int:
+    """How many words a query has: its words between spaces, or, for text written without them
+    (Chinese, Japanese), one per two CJK characters, whichever is more."""
+    cjk = sum(map(len, _CJK.findall(text)))
+    return max(len(text.split()), cjk // 2)
+
+
 def query_terms(text: str) -> list[str]:
     """Distinct tokens of a query, in order."""
     return list(dict.fromkeys(tokenize(text)))

@@ -449,6 +449,16 @@ def test_rerank_switch_shows_both_scores_in_the_rerankers_order(
     assert launched.get("/api/status").json()["reranker"]["loads"] == 1  # loaded once, kept
 
 
+def test_snippets_mark_the_query_words_cjk_ones_of_two_characters_too() -> None:
+    from launcher.app.window import _highlight, query_words
+
+    words = query_words("天気 the budget at")
+    assert words == ["budget", "天気"]  # "the" is a stopword, "at" too short
+    assert _highlight("明日の天気予報 <b>budget</b>", words) == (
+        "明日の<mark>天気</mark>予報 &lt;b&gt;<mark>budget</mark>&lt;/b&gt;"
+    )
+
+
 def test_a_newer_search_makes_an_older_rerank_stale() -> None:
     """The window's tickets: only the newest search of a window is reranked and shown, and only once."""
     from launcher.app.window import Tickets

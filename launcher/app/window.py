@@ -26,6 +26,7 @@ import gradio as gr
 from launcher.app.desktop import WINDOW_TITLE, display_path
 from launcher.core.errors import InputError, LauncherError
 from launcher.core.records import Hit
+from launcher.index.keywords import has_cjk
 from launcher.query.dates import Parsed
 from launcher.query.dates import now as clock
 from launcher.query.rerank import RerankedHits
@@ -179,8 +180,10 @@ STOPWORDS = frozenset(
 
 
 def query_words(text: str) -> list[str]:
-    """The words of a query worth highlighting (not "the", "for"...)."""
-    return sorted({w for w in re.findall(r"\w+", text.lower()) if len(w) >= 3 and w not in STOPWORDS})
+    """The words of a query worth highlighting (not "the", "for"...; in Chinese or Japanese, words
+    of two characters too)."""
+    words = re.findall(r"\w+", text.lower())
+    return sorted({w for w in words if (len(w) >= 3 or len(w) == 2 and has_cjk(w)) and w not in STOPWORDS})
 
 
 def _badge(hit: Hit) -> str:

@@ -89,11 +89,16 @@ def _parts(word: str) -> list[str]:
     return parts
 
 
-def query_words(text: str) -> int:
+def query_length(text: str) -> int:
     """How many words a query has: its words between spaces, or, for text written without them
     (Chinese, Japanese), one per two CJK characters, whichever is more."""
     cjk = sum(map(len, _CJK.findall(text)))
     return max(len(text.split()), cjk // 2)
+
+
+def has_cjk(text: str) -> bool:
+    """Whether text holds Chinese, Japanese or Korean characters (whose words are short)."""
+    return _CJK.search(text) is not None
 
 
 def query_terms(text: str) -> list[str]:

@@ -249,7 +249,7 @@ def keyword_weight_for(query_text: str) -> float:
     (bench_retrieval.py): R@1 0.77 -> 0.80 on the main set, 0.76 -> 0.78 on the held-out set, all on
     exact names; no long query changes. A fixed 0.6 for every query lost 0.03 R@1 on the held-out
     set, all on paraphrases."""
-    return SHORT_KEYWORD_WEIGHT if keywords.query_words(query_text) <= SHORT_QUERY_WORDS else KEYWORD_WEIGHT
+    return SHORT_KEYWORD_WEIGHT if keywords.query_length(query_text) <= SHORT_QUERY_WORDS else KEYWORD_WEIGHT
 
 
 def _fused(c: list[float], keyword_weight: float, name_weight: float) -> float:

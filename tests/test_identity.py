@@ -6,10 +6,16 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
+import numpy as np
+import pytest
 from PIL import Image
 
+from launcher.index import keywords
 from launcher.index.store import Store
+from launcher.ingest.pipeline import Indexer
+from launcher.query.retrieve import search
 from tests.conftest import MINILM, TINY_F16, TINY_MMPROJ
 from tests.test_index_cli import cli, ok, search_json
 
@@ -200,3 +206,46 @@ def test_another_context_size_keeps_the_pieces_and_their_vectors(tmp_path: Path)
     smaller, _ = index(home, *model, "--chunk-tokens", "64")  # another piece size: cut again
     assert smaller["reset_reason"] is not None and smaller["pieces_embedded"] > first["pieces_embedded"]
     assert Store.open(home / "index").identity["chunking"]["target"] == 64
+
+
+def test_new_keyword_tokens_rebuild_the_postings_and_keep_every_vector(
+    minilm: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "weather.txt").write_text("明日の天気予報によると東京は雨が降るでしょう。\n", encoding="utf-8")
+    (docs / "heron.txt").write_text("the heron stands in the river\n", encoding="utf-8")
+    home = tmp_path / "home"
+    index_dir = home / "index"
+    # An index as the version before TOKENS_VERSION 2 wrote it: whole CJK runs, no key recorded.
+    real_tokenize = keywords.tokenize
+    monkeypatch.setattr(
+        keywords, "tokenize", lambda text: [w.casefold() for w in keywords._WORD.findall(text)]
+    )
+    Indexer(index_dir, minilm).run([docs])
+    monkeypatch.setattr(keywords, "tokenize", real_tokenize)
+    manifest = index_dir / "MANIFEST.json"
+    data = json.loads(manifest.read_text(encoding="utf-8"))
+    del data["identity"]["keywords"]
+    manifest.write_text(json.dumps(data), encoding="utf-8")
+    assert search(Store.open(index_dir), None, "天気") == []  # a word inside the sentence: not found
+    before = {name: _vectors(home, docs / name) for name in ("weather.txt", "heron.txt")}
+
+    indexer = Indexer(index_dir, minilm)
+    report = indexer.run([docs])
+    assert report.pieces_embedded == 0 and report.reset_reason is None
+    assert any(
+        n.startswith("keyword postings rebuilt, every vector kept") and "2 files" in n for n in indexer.notes
+    )
+    store = Store.open(index_dir)
+    assert store.identity["keywords"] == keywords.TOKENS_VERSION
+    for name, vectors in before.items():
+        # Kept, not embedded again: only the stored rows' rounding, renormalised, moves them (6e-5).
+        assert np.abs(_vectors(home, docs / name) - vectors).max() < 1e-3
+    hits = search(store, None, "天気")
+    assert [os.path.basename(h.path) for h in hits] == ["weather.txt"]
+    assert search(store, None, "heron")[0].path.endswith("heron.txt")
+    # Nothing is rebuilt twice.
+    again = Indexer(index_dir, minilm)
+    again.run([docs])
+    assert not again.notes

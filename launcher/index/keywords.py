@@ -40,6 +40,9 @@ _CJK = re.compile(
     "\uff66-\uff9f\U00020000-\U0003134f]+"
 )
 
+# The tokens' version, part of an index's identity: a new one rebuilds the postings from the
+# stored piece texts, keeping every vector (2: CJK runs also give their character pairs).
+TOKENS_VERSION = 2
 K1 = 1.2  # BM25 term-frequency saturation; the usual values (Robertson, Lucene)
 B = 0.75  # BM25 document-length normalisation
 
@@ -49,7 +52,7 @@ def tokenize(text: str) -> list[str]:
     out: list[str] = []
     for word in _WORD.findall(unicodedata.normalize("NFC", text)):
         out.append(word.casefold())
-        if not word.isascii() and _CJK.search(word):
+        if not word.isascii() and has_cjk(word):
             whole = out[-1]
             out.extend(t for t in _cjk_tokens(word) if t != whole)
         # Lowercase words and plain numbers have no parts; skip the regex for them (most words).

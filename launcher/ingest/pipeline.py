@@ -31,7 +31,7 @@ from launcher.core.errors import LauncherError, first_line
 from launcher.core.gcpause import paused_gc
 from launcher.core.paths import folder_prefix, inside_any, unique_paths
 from launcher.core.records import FileRecord, Piece, Skip
-from launcher.index import scanstate
+from launcher.index import keywords, scanstate
 from launcher.index.gone import GONE, take_gone
 from launcher.index.info import FileInfo, PieceMeta
 from launcher.index.roots import DEFAULT_MAX_FILE_BYTES, ScanOptions, merge_roots, root_of
@@ -202,6 +202,8 @@ def identity_for(embedder: Embedder, options: IndexOptions) -> dict[str, object]
     ident.update(
         {
             "pipeline_version": PIPELINE_VERSION,
+            # An index recorded before this key was added used version 1 (see _take_over).
+            "keywords": keywords.TOKENS_VERSION,
             "instruction": options.instruction,
             "images": bool(embedder.supports_images),
             "chunking": {
@@ -331,11 +333,11 @@ class Indexer:
                 previous=previous,
             )
 
-        writer = opened((*IMAGE_KEYS, *RECORDED_LATER, "chunking"))
+        writer = opened((*IMAGE_KEYS, *RECORDED_LATER, "keywords", "chunking"))
         if "chunking" in writer.adopted and not same_pieces(*writer.adopted["chunking"]):
             # Another piece size: the pieces change, as with any other identity change.
             writer.close()
-            writer = opened((*IMAGE_KEYS, *RECORDED_LATER))
+            writer = opened((*IMAGE_KEYS, *RECORDED_LATER, "keywords"))
         try:
             self._take_over(writer)
         except BaseException:
@@ -347,7 +349,8 @@ class Indexer:
     def _take_over(self, writer: Writer) -> None:
         """Apply an identity change the index was kept through: keys it did not record yet are just
         recorded; a flash-attention change re-embeds everything; an image budget or projector change
-        re-embeds the image pieces and keeps every text vector."""
+        re-embeds the image pieces and keeps every text vector; new keyword tokens rebuild every
+        file's postings from its stored pieces, keeping every vector."""
         changes = writer.adopted
         if not changes:
             return
@@ -361,14 +364,22 @@ class Indexer:
             for info in list(writer.files()):
                 if info.n_pieces:
                     self._readd(writer, info, lambda _meta: False)
-        elif real:
-            count = 0
+        else:
+            images = any(k != "keywords" for k in real)
+            count = words = 0
             for info in list(writer.files()):
-                if info.kind in ("image", "pdf", "video") and info.n_pieces:
+                if not info.n_pieces:
+                    continue
+                if images and info.kind in ("image", "pdf", "video"):
                     count += self._readd(writer, info, lambda meta: meta.modality != "image")
-            self.notes.append(
-                f"pictures, pages and frames are embedded again, text is kept ({why}): {count} files"
-            )
+                elif "keywords" in real:
+                    words += self._readd(writer, info, lambda _meta: True)
+            if images:
+                self.notes.append(
+                    f"pictures, pages and frames are embedded again, text is kept ({why}): {count} files"
+                )
+            if "keywords" in real:
+                self.notes.append(f"keyword postings rebuilt, every vector kept ({why}): {words} files")
         for note in self.notes:
             log.info("%s", note)
         writer.commit()

@@ -659,23 +659,32 @@ def _names(
     for nothing named `bind`."""
     blob, starts, words = _name_words(store, cols)
     n = len(cols)
-    credits: dict[str, npt.NDArray[np.float32]] = {}
-    weights: dict[str, float] = {}
-    for t in terms:
+
+    def credit_of(t: str) -> tuple[npt.NDArray[np.float32], float]:
+        """Which names hold the word (1), or a word it starts (0.5), and its rarity weight."""
         whole = _files_matching(blob, starts, re.escape(f" {t} "))
         credit = np.zeros(n, dtype=np.float32)
         if len(t) >= 3:  # a started word ("invoic", "report" for "reports") counts half
             credit[_files_matching(blob, starts, re.escape(f" {t}"))] = 0.5
         credit[whole] = 1.0
         df = int((credit > 0).sum())
-        credits[t], weights[t] = credit, float(np.log1p(n / (df + 0.5)))
-    credits.update(_joined_credits(credits, runs, n))
+        return credit, float(np.log1p(n / (df + 0.5)))
+
+    # Only a joined word's tokens are held until the whole word is judged; the rest add up at once
+    # (a pasted paragraph's 64 words would otherwise hold 64 arrays the size of the index).
+    in_joined = {t for run in runs if sum(map(len, run)) > 1 for word in run for t in word}
+    held = {t: credit_of(t) for t in terms if t in in_joined}
+    gated = _joined_credits({t: c for t, (c, _) in held.items()}, runs, n)
     score = np.zeros(n, dtype=np.float32)
     matched = np.zeros(n, dtype=np.float32)
+    total = 0.0
     for t in terms:
-        score += weights[t] * credits[t]
-        matched += credits[t]
-    score /= sum(weights.values())
+        credit, w = held[t] if t in held else credit_of(t)
+        credit = gated.get(t, credit)
+        score += w * credit
+        matched += credit
+        total += w
+    score /= total
     # The share of the name's own words that the query matched: 1 for a name the query spells out
     # (an exact name, extension included, also ranks first: see _exact_names).
     score *= 0.75 + 0.25 * np.minimum(matched / words, 1.0)

@@ -6,6 +6,9 @@ import os
 from collections.abc import Iterable, Sequence
 from itertools import repeat
 
+import numpy as np
+import numpy.typing as npt
+
 
 def folder_prefix(folder: str) -> str:
     """What every path strictly below `folder` starts with (one separator, whatever the folder ends in)."""
@@ -31,6 +34,16 @@ def inside_any_each(paths: Sequence[str], folders: Sequence[str]) -> list[bool]:
         exact = set(folders)
         kept = [k or p in exact for k, p in zip(kept, paths, strict=True)]
     return kept
+
+
+def positions(paths: Sequence[str], among: Sequence[str]) -> npt.NDArray[np.int64]:
+    """Where each path sits in `among`, -1 where it is not there: one list equality when the two
+    are in the same order (a walk meeting files in the order they were indexed, the common case),
+    else a dictionary probe per path, no Python call each."""
+    if paths == among:
+        return np.arange(len(paths), dtype=np.int64)
+    position = dict(zip(among, range(len(among)), strict=True))
+    return np.fromiter(map(position.get, paths, repeat(-1)), np.int64, len(paths))
 
 
 def unique_paths(roots: Sequence[str | os.PathLike[str]]) -> list[str]:

@@ -15,14 +15,13 @@ import os
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import repeat
 from operator import itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from launcher.core.paths import inside_any_each
+from launcher.core.paths import inside_any_each, positions
 from launcher.index.manifest import I64
 from launcher.index.segments import COL_MTIME, COL_PATH, COL_SIZE
 
@@ -69,9 +68,7 @@ def write(
     manifest, table = store.manifest, store._table
     rows = list(table.rows.values())
     n = len(rows)
-    table_paths = list(map(itemgetter(COL_PATH), rows))
-    position = dict(zip(table_paths, range(n), strict=True))
-    met = np.fromiter(map(position.get, walk_order, repeat(-1)), np.int64, len(walk_order))
+    met = positions(walk_order, list(map(itemgetter(COL_PATH), rows)))
     met = met[met >= 0]
     order = np.concatenate([met, np.setdiff1d(np.arange(n, dtype=np.int64), met)]).tolist()
     rows = [rows[i] for i in order]

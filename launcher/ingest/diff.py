@@ -16,13 +16,13 @@ import hashlib
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import repeat
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 
+from launcher.core.paths import positions
 from launcher.core.records import FileRecord
 from launcher.index.info import Indexed
 from launcher.index.manifest import I64
@@ -108,22 +108,14 @@ def same_files(
     """Whether a walk found exactly the known files, each with its known size and mtime."""
     if len(paths) != len(known_paths):
         return False
-    at = _positions(paths, known_paths)
+    at = positions(paths, known_paths)
     return bool(_unchanged(at, sizes, mtimes, known_sizes, known_mtimes).all())
-
-
-def _positions(paths: Sequence[str], known_paths: Sequence[str]) -> I64:
-    """Where each path sits among the known ones, -1 where it does not."""
-    if paths == known_paths:  # the walk meets the files in the order they were indexed: common
-        return np.arange(len(paths), dtype=np.int64)
-    position = dict(zip(known_paths, range(len(known_paths)), strict=True))
-    return np.fromiter(map(position.get, paths, repeat(-1)), np.int64, len(paths))
 
 
 def _unchanged(
     at: I64, sizes: Sequence[int], mtimes: Sequence[int], known_sizes: I64, known_mtimes: I64
 ) -> npt.NDArray[np.bool_]:
-    """Which walked files are known (`at`, from _positions) with the same size and mtime."""
+    """Which walked files are known (`at`, from paths.positions) with the same size and mtime."""
     same = np.zeros(len(at), dtype=bool)
     found = at >= 0
     old = at[found]
@@ -139,7 +131,7 @@ def plan_files(paths: Sequence[str], sizes: Sequence[int], mtimes: Sequence[int]
     Unchanged files, nearly all of a rescan, cost a dictionary probe each and a share of three array
     comparisons; a FileRecord is made only for a new or changed file."""
     result = Plan()
-    at = _positions(paths, indexed.paths)
+    at = positions(paths, indexed.paths)
     same = _unchanged(at, sizes, mtimes, indexed.sizes, indexed.mtime_ns)
     result.unchanged = int(same.sum())
     fresh: list[FileRecord] = []
